@@ -1,0 +1,1 @@
+"""Checkpoint formats: compressed-tensors (read/write), GPTQ and AWQ (read)."""

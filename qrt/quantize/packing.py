@@ -1,0 +1,68 @@
+"""Packing b-bit integers into int32 words, the compressed-tensors pack-quantized layout.
+
+Dense and least-significant-bits first: element i of a packed row occupies bits
+[i*b, i*b + b) of the row's bit stream, so for b=3 elements straddle word boundaries.
+A row of n elements takes ceil(n*b/32) words. Stored values are offset to unsigned:
+stored = q + 2^(b-1). `dim` is the packed dimension (1: along each row, as for
+`weight_packed`; 0: along columns, as for `weight_zero_point`).
+"""
+from __future__ import annotations
+
+import torch
+
+_U32 = (1 << 32) - 1
+
+
+def packed_words(n: int, bits: int) -> int:
+    return -(-n * bits // 32)
+
+
+def _bit_positions(n: int, bits: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    start = torch.arange(n, device=device, dtype=torch.int64) * bits
+    return start // 32, start % 32
+
+
+def pack_int32(q: torch.Tensor, bits: int, dim: int = 1) -> torch.Tensor:
+    """int8 signed values [rows, n] -> int32 [rows, ceil(n*bits/32)] (dim=1)."""
+    if q.dtype != torch.int8:
+        raise ValueError(f"pack_int32 expects int8 values, found {q.dtype}")
+    if q.ndim != 2 or dim not in (0, 1):
+        raise ValueError(f"pack_int32 expects a 2-D tensor and dim 0 or 1, found shape "
+                         f"{tuple(q.shape)}, dim={dim}")
+    if not 1 <= bits <= 8:
+        raise ValueError(f"bits must be in [1, 8], found {bits}")
+    if dim == 0:
+        return pack_int32(q.t().contiguous(), bits, 1).t().contiguous()
+    qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    if q.numel() and (q.min() < qmin or q.max() > qmax):
+        raise ValueError(f"values outside the {bits}-bit range [{qmin}, {qmax}]: "
+                         f"found [{int(q.min())}, {int(q.max())}]")
+    rows, n = q.shape
+    u = q.to(torch.int64) + (1 << (bits - 1))
+    word, off = _bit_positions(n, bits, q.device)
+    out = torch.zeros(rows, packed_words(n, bits) + 1, dtype=torch.int64, device=q.device)
+    # bits are disjoint, so adding places them; spilled high bits go to the next word
+    out.scatter_add_(1, word.expand(rows, n), (u << off) & _U32)
+    out.scatter_add_(1, (word + 1).expand(rows, n), u >> (32 - off))
+    out = out[:, :-1]
+    out = torch.where(out >= (1 << 31), out - (1 << 32), out)  # reinterpret as int32
+    return out.to(torch.int32).contiguous()
+
+
+def unpack_int32(packed: torch.Tensor, bits: int, n: int, dim: int = 1) -> torch.Tensor:
+    """int32 [rows, words] -> int8 signed values [rows, n] (dim=1)."""
+    if packed.dtype != torch.int32:
+        raise ValueError(f"unpack_int32 expects int32 words, found {packed.dtype}")
+    if dim == 0:
+        return unpack_int32(packed.t().contiguous(), bits, n, 1).t().contiguous()
+    rows, words = packed.shape
+    if words != packed_words(n, bits):
+        raise ValueError(f"{n} values of {bits} bits need {packed_words(n, bits)} int32 words "
+                         f"per row, found {words}")
+    p = torch.cat([packed.to(torch.int64) & _U32,
+                   torch.zeros(rows, 1, dtype=torch.int64, device=packed.device)], dim=1)
+    word, off = _bit_positions(n, bits, packed.device)
+    lo = p[:, word] >> off
+    hi = p[:, word + 1] << (32 - off)
+    u = (lo | hi) & ((1 << bits) - 1)
+    return (u - (1 << (bits - 1))).to(torch.int8)
