@@ -1,20 +1,26 @@
-"""`qrt` command line. Each subcommand lives in its own module under qrt/commands/ and
-registers itself through `register(subparsers)`."""
+"""`qrt` command line. Each subcommand lives in its own module under qrt/commands/ that
+exposes `register(subparsers)` (and an optional `ORDER` number for --help ordering)."""
 from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 
-# module names under qrt.commands, in the order shown by --help
-COMMANDS: list[str] = []
+import qrt.commands
+
+
+def _command_modules():
+    mods = [importlib.import_module(f"qrt.commands.{m.name}")
+            for m in pkgutil.iter_modules(qrt.commands.__path__) if not m.name.startswith("_")]
+    return sorted(mods, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qrt", description="Quantized LLM inference runtime")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMANDS:
-        importlib.import_module(f"qrt.commands.{name}").register(sub)
+    for mod in _command_modules():
+        mod.register(sub)
     return parser
 
 

@@ -12,9 +12,10 @@ meta-device skeleton can be built and filled straight from safetensors):
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from qrt.forward_a8 import linear_a8
+from qrt.forward_a16 import linear_a16
 from qrt.quantize.packing import pack_int32, packed_words, unpack_int32
 from qrt.quantize.primitives import QuantizedWeight, dequantize, quantize_weight
 from qrt.schemes import QuantScheme, resolve_scheme
@@ -121,5 +122,6 @@ class QuantLinear(nn.Module):
 
     # -- forward ---------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Reference path: dequantize and F.linear. The kernel dispatch replaces this.
-        return F.linear(x, self.dequantize_weight(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+        if self.scheme.activations is not None:
+            return linear_a8(self, x)
+        return linear_a16(self, x)

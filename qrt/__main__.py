@@ -1,0 +1,5 @@
+import sys
+
+from qrt.cli import main
+
+sys.exit(main())
