@@ -9,6 +9,12 @@ import torch
 import torch.nn.functional as F
 
 
+def prepare_a16(layer):
+    """Runtime tensors built once from the checkpoint buffers (stored as layer._runtime).
+    The reference path needs none."""
+    return None
+
+
 def linear_a16(layer, x: torch.Tensor) -> torch.Tensor:
     """layer: QuantLinear with scheme.activations None; x [..., in] -> [..., out]."""
     bias = None if layer.bias is None else layer.bias.to(x.dtype)

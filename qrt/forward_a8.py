@@ -10,6 +10,12 @@ import torch
 import torch.nn.functional as F
 
 
+def prepare_a8(layer):
+    """Runtime tensors built once from the checkpoint buffers (stored as layer._runtime).
+    The reference path needs none."""
+    return None
+
+
 def linear_a8(layer, x: torch.Tensor) -> torch.Tensor:
     """layer: QuantLinear with scheme.activations set; x [..., in] -> [..., out]."""
     xf = x.float()

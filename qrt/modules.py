@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from qrt.forward_a8 import linear_a8
-from qrt.forward_a16 import linear_a16
+from qrt.forward_a8 import linear_a8, prepare_a8
+from qrt.forward_a16 import linear_a16, prepare_a16
 from qrt.quantize.packing import pack_int32, packed_words, unpack_int32
 from qrt.quantize.primitives import QuantizedWeight, dequantize, quantize_weight
 from qrt.schemes import QuantScheme, resolve_scheme
@@ -121,7 +121,17 @@ class QuantLinear(nn.Module):
         return dequantize(qw.q, qw.scale, qw.zero, self.group_size, dtype=dtype or self.dtype, g_idx=qw.g_idx)
 
     # -- forward ---------------------------------------------------------------------------
+    def finalize(self) -> None:
+        """Repack the checkpoint buffers once for the backend of their device (Triton layout
+        on CUDA, torch's packed formats on CPU). Call after the buffers are filled (the
+        loader does); forward calls it again if the buffers moved to another device."""
+        prepare = prepare_a8 if self.scheme.activations is not None else prepare_a16
+        self._runtime = prepare(self)
+        self._runtime_device = self.weight_packed.device
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if getattr(self, "_runtime_device", None) != self.weight_packed.device:
+            self.finalize()
         if self.scheme.activations is not None:
             return linear_a8(self, x)
         return linear_a16(self, x)
