@@ -88,6 +88,23 @@ def row_stats(x):
 
 
 @triton.jit
+def row_stats_looped(x_row, K, BLOCK_K: tl.constexpr):
+    """(min(row, 0), max(row, 0), count of inf/NaN) of the K values at x_row, read
+    BLOCK_K at a time (the running extremes start at 0)."""
+    offs_k = tl.arange(0, BLOCK_K)
+    lo = 0.0
+    hi = 0.0
+    n_bad = 0
+    for k0 in range(0, K, BLOCK_K):
+        xb = tl.load(x_row + k0 + offs_k, mask=k0 + offs_k < K, other=0.0).to(tl.float32)
+        b_lo, b_hi, b_bad = row_stats(xb)
+        lo = tl.minimum(lo, b_lo)
+        hi = tl.maximum(hi, b_hi)
+        n_bad += b_bad
+    return lo, hi, n_bad
+
+
+@triton.jit
 def _quant_per_token_kernel(
     # pointers
     x_ptr, q_ptr, scale_ptr, zp_ptr, static_scale_ptr,
@@ -110,15 +127,7 @@ def _quant_per_token_kernel(
         x = tl.load(x_row + offs_k, mask=offs_k < K, other=0.0).to(tl.float32)
         lo, hi, n_bad = row_stats(x)
     else:
-        lo = 0.0
-        hi = 0.0
-        n_bad = 0
-        for k0 in range(0, K, BLOCK_K):
-            xb = tl.load(x_row + k0 + offs_k, mask=k0 + offs_k < K, other=0.0).to(tl.float32)
-            b_lo, b_hi, b_bad = row_stats(xb)
-            lo = tl.minimum(lo, b_lo)
-            hi = tl.maximum(hi, b_hi)
-            n_bad += b_bad
+        lo, hi, n_bad = row_stats_looped(x_row, K, BLOCK_K)
     lo = tl.minimum(lo, 0.0)  # the range always holds 0 so a zero activation is exact
     hi = tl.maximum(hi, 0.0)
 

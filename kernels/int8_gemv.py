@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .act_quant import quantize_block, row_stats, static_qparams, token_qparams
+from .act_quant import quantize_block, row_stats_looped, static_qparams, token_qparams
 from .int8_matmul import check_a8_weights, load_int_weights
 
 
@@ -54,15 +54,7 @@ def _gemv_row(x_row, static_scale_ptr, w_ptr, ws_ptr, bias_ptr, y_row,
               STATIC: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """One token: y_row[offs_n] = its quantized row . W[offs_n, :] (scaled, + bias)."""
     # -- pass 1: this token's qparams, as act_quant computes them ------------------------
-    lo = 0.0
-    hi = 0.0
-    n_bad = 0
-    for k0 in range(0, K, BLOCK_K):
-        xb = tl.load(x_row + k0 + offs_k, mask=k0 + offs_k < K, other=0.0).to(tl.float32)
-        b_lo, b_hi, b_bad = row_stats(xb)
-        lo = tl.minimum(lo, b_lo)
-        hi = tl.maximum(hi, b_hi)
-        n_bad += b_bad
+    lo, hi, n_bad = row_stats_looped(x_row, K, BLOCK_K)
     if STATIC:
         scale, inv, zp = static_qparams(tl.load(static_scale_ptr).to(tl.float32), n_bad)
     else:

@@ -116,7 +116,8 @@ def _linear_a8_cpu(rt: A8Runtime, x: torch.Tensor, input_scale, bias) -> torch.T
     gs = rt.group_size or k
     acc = None
     for g in range(rt.w_scales.shape[1]):
-        part = _int_mm(xq[:, g * gs:(g + 1) * gs], rt.w[g * gs:(g + 1) * gs])
+        # a contiguous copy of the token slice: strided A operands are far slower in oneDNN
+        part = _int_mm(xq[:, g * gs:(g + 1) * gs].contiguous(), rt.w[g * gs:(g + 1) * gs])
         if rt.w_sums is not None:
             part = part - zp[:, None] * rt.w_sums[:, g][None, :]
         term = part.float() * rt.w_scales[:, g][None, :]
