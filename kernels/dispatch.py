@@ -5,11 +5,15 @@ Sections are per kernel family; each keeps its selection and entry point togethe
 from __future__ import annotations
 
 import functools
+import math
 import os
 
 import torch
 import torch.nn.functional as F
 
+from . import act_quant as _act_quant
+from . import int8_gemv as _int8_gemv
+from . import int8_matmul as _int8_matmul
 from .a16_configs import A16Config, a16_table_for
 from .arg_checks import check_dequant_matmul_args
 from .reference import dequant_matmul_ref
@@ -103,3 +107,148 @@ def dequant_matmul(x: torch.Tensor, w_packed: torch.Tensor, scales: torch.Tensor
         return dequant_matmul_tile(x, w_packed, scales, zeros, bits, group_size, bias, cfg=cfg)
     w = dequant_weight(w_packed, scales, zeros, bits, group_size, k, dtype=x.dtype)
     return F.linear(x, w, None if bias is None else bias.to(x.dtype))
+
+
+# ---- int8-activation GEMMs ----
+# W8A8 / W4A8 / W8A8-static. Ops (namespace qrt): quant_per_token, quant_static,
+# a8_matmul, a8_gemv; Python entry points: quant_per_token, quant_static, int8_matmul,
+# w4a8_matmul, a8_gemv, a8_linear (picks fused GEMV or quantize + tensor-core GEMM by M).
+# Block configs below are UNTUNED: no GPU was available when they were written; they
+# follow the Triton tutorial's shapes (int8 tiles 128 bytes deep along K).
+
+A8_GEMV_MAX_M = 4  # tokens up to which the fused quantize+GEMV kernel beats quantize+GEMM
+
+
+@torch.library.custom_op("qrt::quant_per_token", mutates_args=())
+def _quant_per_token_op(x: torch.Tensor, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _act_quant.quant_rows(x, symmetric)
+
+
+@torch.library.custom_op("qrt::quant_static", mutates_args=())
+def _quant_static_op(x: torch.Tensor, input_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    q, scale, _ = _act_quant.quant_rows(x, True, input_scale)
+    return q, scale
+
+
+@_quant_per_token_op.register_fake
+def _(x, symmetric):
+    m, k = x.shape
+    return (x.new_empty((m, k), dtype=torch.int8), x.new_empty(m, dtype=torch.float32),
+            x.new_empty(m, dtype=torch.int32))
+
+
+@_quant_static_op.register_fake
+def _(x, input_scale):
+    m, k = x.shape
+    return x.new_empty((m, k), dtype=torch.int8), x.new_empty(m, dtype=torch.float32)
+
+
+def quant_per_token(x: torch.Tensor, symmetric: bool = True
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Dynamic per-token int8: x [M, K] -> (q int8 [M, K], scale fp32 [M], zp int32 [M] or
+    None when symmetric). Zero rows: scale 0, q 0. Rows with inf/NaN: scale NaN, q 0."""
+    q, scale, zp = _quant_per_token_op(x, symmetric)
+    return q, scale, None if symmetric else zp
+
+
+def quant_static(x: torch.Tensor, input_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Static per-tensor int8: x [M, K], input_scale fp32 [1] -> (q int8 [M, K], per-row
+    scale fp32 [M]: input_scale, or NaN for rows holding inf/NaN)."""
+    return _quant_static_op(x, input_scale)
+
+
+def _a8_gemm_config(m: int, group_size: int) -> dict:
+    """Tile shape by M; BLOCK_K must divide the group so each group's int32 sum is whole."""
+    if m <= 16:
+        cfg = dict(block_m=16, block_n=64, block_k=128, num_warps=4, num_stages=4)
+    elif m <= 64:
+        cfg = dict(block_m=32, block_n=64, block_k=128, num_warps=4, num_stages=4)
+    elif m <= 256:
+        cfg = dict(block_m=64, block_n=128, block_k=128, num_warps=4, num_stages=3)
+    else:
+        cfg = dict(block_m=128, block_n=128, block_k=128, num_warps=8, num_stages=3)
+    if group_size:
+        cfg["block_k"] = math.gcd(cfg["block_k"], group_size)
+    return cfg
+
+
+@torch.library.custom_op("qrt::a8_matmul", mutates_args=())
+def _a8_matmul_op(xq: torch.Tensor, sx: torch.Tensor, x_zp: torch.Tensor | None, w: torch.Tensor,
+                  w_scales: torch.Tensor, w_sums: torch.Tensor | None, bias: torch.Tensor | None,
+                  w_bits: int, group_size: int, out_dtype: torch.dtype) -> torch.Tensor:
+    return _int8_matmul.a8_matmul(xq, sx, w, w_scales, w_bits=w_bits, group_size=group_size,
+                                  bias=bias, out_dtype=out_dtype, x_zp=x_zp, w_sums=w_sums,
+                                  **_a8_gemm_config(xq.shape[0], group_size))
+
+
+@_a8_matmul_op.register_fake
+def _(xq, sx, x_zp, w, w_scales, w_sums, bias, w_bits, group_size, out_dtype):
+    return xq.new_empty((xq.shape[0], w.shape[0]), dtype=out_dtype)
+
+
+def _group_or_channel(group_size: int, k: int) -> int:
+    """0 (per channel) when one group spans all of K."""
+    return 0 if group_size <= 0 or group_size >= k else group_size
+
+
+def int8_matmul(xq: torch.Tensor, sx: torch.Tensor, wq: torch.Tensor, sw: torch.Tensor,
+                bias: torch.Tensor | None = None, out_dtype: torch.dtype = torch.float16,
+                x_zp: torch.Tensor | None = None, w_sums: torch.Tensor | None = None) -> torch.Tensor:
+    """W8A8: xq int8 [M, K] (per-token scale sx fp32 [M]) @ wq int8 [N, K] (per-channel
+    scale sw fp32 [N] or [N, 1]) -> y [M, N] out_dtype, + bias [N]. Asymmetric tokens:
+    x_zp int32 [M] with w_sums int32 [N, 1] = wq.sum(1)."""
+    sw = sw.reshape(-1, 1).float().contiguous()
+    return _a8_matmul_op(xq, sx, x_zp, wq, sw, w_sums, bias, 8, 0, out_dtype)
+
+
+def w4a8_matmul(xq: torch.Tensor, sx: torch.Tensor, w_packed: torch.Tensor, w_scales: torch.Tensor,
+                group_size: int, bias: torch.Tensor | None = None, out_dtype: torch.dtype = torch.float16,
+                x_zp: torch.Tensor | None = None, w_sums: torch.Tensor | None = None) -> torch.Tensor:
+    """W4A8 (8da4w): xq int8 [M, K], sx fp32 [M]; w_packed int32 [N, ceil(K/8)] in the
+    compressed-tensors layout (LSB first, stored q + 8); w_scales fp32 [N, ceil(K/group_size)]
+    (group_size a multiple of 16; >= K or 0 means per channel) -> y [M, N] out_dtype."""
+    gs = _group_or_channel(group_size, xq.shape[1])
+    return _a8_matmul_op(xq, sx, x_zp, w_packed, w_scales.float().contiguous(), w_sums, bias, 4, gs,
+                         out_dtype)
+
+
+@torch.library.custom_op("qrt::a8_gemv", mutates_args=())
+def _a8_gemv_op(x: torch.Tensor, input_scale: torch.Tensor | None, w: torch.Tensor,
+                w_scales: torch.Tensor, bias: torch.Tensor | None, w_bits: int, group_size: int,
+                symmetric: bool) -> torch.Tensor:
+    block_k = math.gcd(128, group_size) if group_size else 256
+    return _int8_gemv.a8_gemv(x, w, w_scales, w_bits=w_bits, group_size=group_size, bias=bias,
+                              symmetric=symmetric, input_scale=input_scale, block_n=16,
+                              block_k=block_k, num_warps=4)
+
+
+@_a8_gemv_op.register_fake
+def _(x, input_scale, w, w_scales, bias, w_bits, group_size, symmetric):
+    return x.new_empty((x.shape[0], w.shape[0]))
+
+
+def a8_gemv(x: torch.Tensor, w: torch.Tensor, w_scales: torch.Tensor, *, w_bits: int, group_size: int,
+            bias: torch.Tensor | None = None, symmetric: bool = True,
+            input_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Small-M fused path: quantize x [M, K] per token (or with input_scale fp32 [1]) and
+    multiply by int8 [N, K] / packed int4 [N, ceil(K/8)] weights in one launch -> [M, N]."""
+    gs = _group_or_channel(group_size, x.shape[1])
+    return _a8_gemv_op(x, input_scale, w, w_scales, bias, w_bits, gs, symmetric)
+
+
+def a8_linear(x: torch.Tensor, w: torch.Tensor, w_scales: torch.Tensor, *, w_bits: int,
+              group_size: int, bias: torch.Tensor | None = None, symmetric: bool = True,
+              input_scale: torch.Tensor | None = None, w_sums: torch.Tensor | None = None) -> torch.Tensor:
+    """y [M, N] = int8-quantized x [M, K] @ W^T (+ bias), output in x.dtype; the kernel is
+    chosen by M. w_sums int32 [N, G] is needed for asymmetric tokens on the GEMM path."""
+    x = x if x.stride(-1) == 1 else x.contiguous()
+    gs = _group_or_channel(group_size, x.shape[1])
+    if x.shape[0] <= A8_GEMV_MAX_M:
+        return _a8_gemv_op(x, input_scale, w, w_scales, bias, w_bits, gs, symmetric)
+    if input_scale is not None:
+        xq, sx = quant_static(x, input_scale)
+        x_zp = None
+    else:
+        xq, sx, x_zp = quant_per_token(x, symmetric)
+    return _a8_matmul_op(xq, sx, x_zp, w, w_scales, w_sums if x_zp is not None else None, bias,
+                         w_bits, gs, x.dtype)

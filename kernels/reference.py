@@ -42,3 +42,103 @@ def dequant_matmul_ref(x: torch.Tensor, w_packed: torch.Tensor, scales: torch.Te
     if bias is not None:
         y = y + bias.float()
     return y.to(x.dtype)
+
+
+# ---- int8 activations ----
+def _quant_rows_from_inv(xf: torch.Tensor, inv: torch.Tensor, zp: torch.Tensor | None) -> torch.Tensor:
+    """fp32 x [M, K] (inf/NaN already zeroed), per-row 1/scale [M] -> int8 q [M, K]."""
+    v = xf * inv[:, None]
+    if zp is None:
+        return torch.round(v.clamp(-128.0, 127.0)).to(torch.int8)
+    q = torch.round(v.clamp(-256.0, 256.0)) + zp[:, None].float()
+    return q.clamp(-128.0, 127.0).to(torch.int8)
+
+
+def _safe_inverse(scale: torch.Tensor) -> torch.Tensor:
+    """1 / scale, with 0 where scale is 0 (a zero row quantizes to 0, not 0 * inf = NaN)."""
+    return torch.where(scale > 0, 1.0 / scale.clamp(min=1e-38), torch.zeros_like(scale))
+
+
+def quant_rows_ref(x: torch.Tensor, symmetric: bool = True,
+                   static_scale: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Twin of act_quant.quant_rows: x [M, K] -> (q int8 [M, K], scale fp32 [M], zp int32 [M]).
+
+    Same fp32 operations in the same order as the kernel. Rows holding inf/NaN get scale
+    NaN and q = 0 (zp when asymmetric); zero rows get scale 0 and q = 0.
+    """
+    x = x.float()
+    finite = torch.isfinite(x)
+    bad = ~finite.all(dim=1)
+    xf = torch.where(finite, x, torch.zeros_like(x))
+    lo = xf.amin(dim=1).clamp(max=0.0) if x.shape[1] else x.new_zeros(x.shape[0])
+    hi = xf.amax(dim=1).clamp(min=0.0) if x.shape[1] else x.new_zeros(x.shape[0])
+    zp = None
+    if static_scale is not None:
+        scale = static_scale.float().reshape(1).expand(x.shape[0]).clone()
+    elif symmetric:
+        scale = torch.maximum(-lo, hi) / 127.0
+    else:
+        scale = (hi - lo) / 255.0
+    inv = torch.where(bad, torch.zeros_like(scale), _safe_inverse(scale))
+    if static_scale is None and not symmetric:
+        zp = torch.round((-128.0 - lo * inv).clamp(-128.0, 127.0))
+    q = _quant_rows_from_inv(xf, inv, zp)
+    scale = torch.where(bad, torch.full_like(scale, float("nan")), scale)
+    zp_out = torch.zeros_like(scale, dtype=torch.int32) if zp is None else zp.to(torch.int32)
+    return q, scale, zp_out
+
+
+def int_matmul_exact(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """int [M, K] @ int [K, N] -> int32 [M, N], exactly: float64 holds every partial sum of
+    int8 products (|sum| <= K * 2^14 < 2^53), on any device and dtype backend."""
+    return (a.double() @ b.double()).to(torch.int32)
+
+
+def a8_matmul_ref(xq: torch.Tensor, sx: torch.Tensor, w: torch.Tensor, w_scales: torch.Tensor, *,
+                  w_bits: int, group_size: int, bias: torch.Tensor | None, out_dtype: torch.dtype,
+                  x_zp: torch.Tensor | None = None, w_sums: torch.Tensor | None = None) -> torch.Tensor:
+    """Twin of int8_matmul.a8_matmul: y [M, N] = sx * sum_g sw[:, g] * int32 partial_g (+ bias).
+
+    w: int8 [N, K] (w_bits 8) or packed int32 [N, ceil(K/8)] (w_bits 4); w_scales fp32
+    [N, G]; group_size 0 = per channel. fp32 epilogue in the kernel's order (groups in
+    ascending order, then the token scale, then bias).
+    """
+    k = xq.shape[1]
+    wq = w.to(torch.int32) if w_bits == 8 else unpack_rows(w, 4, k)
+    gs = group_size or k
+    acc = None
+    for g in range(w_scales.shape[1]):
+        part = int_matmul_exact(xq[:, g * gs:(g + 1) * gs], wq[:, g * gs:(g + 1) * gs].t())
+        if x_zp is not None:
+            part = part - x_zp[:, None] * w_sums[:, g][None, :]
+        term = part.float() * w_scales[:, g].float()[None, :]
+        acc = term if acc is None else acc + term
+    y = acc * sx.float()[:, None]
+    if bias is not None:
+        y = y + bias.float()[None, :]
+    return y.to(out_dtype)
+
+
+def a8_gemv_ref(x: torch.Tensor, w: torch.Tensor, w_scales: torch.Tensor, *, w_bits: int,
+                group_size: int, bias: torch.Tensor | None, symmetric: bool = True,
+                input_scale: torch.Tensor | None = None, w_sums: torch.Tensor | None = None) -> torch.Tensor:
+    """Twin of int8_gemv.a8_gemv (quantize the tokens, then the int8 GEMM): x [M, K] float
+    -> y [M, N] in x.dtype. w_sums int32 [N, G] is needed only when not symmetric."""
+    xq, sx, zp = quant_rows_ref(x, symmetric, input_scale)
+    x_zp = None if symmetric else zp
+    if x_zp is not None and w_sums is None:
+        wq = w.to(torch.int32) if w_bits == 8 else unpack_rows(w, 4, x.shape[1])
+        w_sums = group_row_sums(wq, group_size)
+    return a8_matmul_ref(xq, sx, w, w_scales, w_bits=w_bits, group_size=group_size, bias=bias,
+                         out_dtype=x.dtype, x_zp=x_zp, w_sums=w_sums if x_zp is not None else None)
+
+
+def group_row_sums(wq: torch.Tensor, group_size: int) -> torch.Tensor:
+    """int [N, K] -> int32 [N, G]: per-group sums of each weight row (asymmetric-activation
+    correction term)."""
+    n, k = wq.shape
+    gs = group_size or k
+    pad = -k % gs
+    w = torch.nn.functional.pad(wq.to(torch.int32), (0, pad))
+    return w.reshape(n, -1, gs).sum(dim=2, dtype=torch.int32)

@@ -47,7 +47,8 @@ class QuantLinear(nn.Module):
         self.register_buffer("weight_shape", torch.tensor([out_features, in_features], dtype=torch.int64,
                                                           device=device if device != "meta" else "meta"))
         if s.activations is not None and not s.activations.dynamic:
-            self.register_buffer("input_scale", torch.empty(1, dtype=torch.float32, **kw))
+            # NaN until calibrated: forward refuses an uncalibrated static layer
+            self.register_buffer("input_scale", torch.full((1,), float("nan"), dtype=torch.float32, **kw))
         else:
             self.input_scale = None
         self.bias = nn.Parameter(torch.empty(out_features, dtype=dtype, **kw), requires_grad=False) if bias else None
