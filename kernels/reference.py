@@ -55,7 +55,8 @@ def _quant_rows_from_inv(xf: torch.Tensor, inv: torch.Tensor, zp: torch.Tensor |
 
 def _safe_inverse(scale: torch.Tensor) -> torch.Tensor:
     """1 / scale, with 0 where scale is 0 (a zero row quantizes to 0, not 0 * inf = NaN)."""
-    return torch.where(scale > 0, 1.0 / scale.clamp(min=1e-38), torch.zeros_like(scale))
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return torch.where(scale > 0, 1.0 / safe, torch.zeros_like(scale))
 
 
 def quant_rows_ref(x: torch.Tensor, symmetric: bool = True,
