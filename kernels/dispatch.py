@@ -15,8 +15,6 @@ import torch
 # follow the Triton tutorial's shapes (int8 tiles 128 bytes deep along K).
 import math  # noqa: E402
 
-import triton  # noqa: E402
-
 from . import act_quant as _act_quant  # noqa: E402
 from . import int8_gemv as _int8_gemv  # noqa: E402
 from . import int8_matmul as _int8_matmul  # noqa: E402
@@ -27,7 +25,7 @@ A8_GEMV_MAX_M = 4  # tokens up to which the fused quantize+GEMV kernel beats qua
 def _quant_warps(k: int) -> int:
     """Warps for one row per program: about 32 fp32 values per thread when the row fits
     in registers, so long rows do not spill."""
-    return min(16, max(4, triton.next_power_of_2(k) // 1024))
+    return min(16, max(4, (1 << max(0, k - 1).bit_length()) // 1024))
 
 
 @torch.library.custom_op("qrt::quant_per_token", mutates_args=())
