@@ -1,7 +1,7 @@
 """CPU timing of the int8-activation QuantLinear (W8A8, W4A8) against fp32 F.linear,
 measured side by side in one run. Writes bench/results/a8_cpu.json.
 
-    PYTHONPATH=$PWD/.dev python bench/bench_a8_cpu.py [--k 4096 --n 4096 --m 1 256]
+    PYTHONPATH=$PWD/.dev python bench/bench_a8_cpu.py [--k 4096 --n 4096 --m 1 256 --threads 1]
 """
 from __future__ import annotations
 
@@ -34,14 +34,29 @@ def time_interleaved(fns: dict, reps: int) -> dict:
     return {name: (statistics.median(t), min(t)) for name, t in times.items()}
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--k", type=int, default=4096)
     ap.add_argument("--n", type=int, default=4096)
     ap.add_argument("--m", type=int, nargs="+", default=[1, 256])
     ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch intra-op threads (on a shared, loaded machine 1 avoids "
+                         "multi-ms thread-pool waits on every small op)")
     ap.add_argument("--out", default="bench/results/a8_cpu.json")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     lin = torch.nn.Linear(args.k, args.n)
     layers = {s: QuantLinear.from_linear(lin, s) for s in ("w8a8", "w4a8")}
@@ -61,7 +76,7 @@ def main() -> None:
                 row[f"{name}_speedup_vs_fp32_median"] = row["fp32_linear_ms_median"] / row[f"{name}_ms_median"]
             rows.append(row)
             print({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
-    meta = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+    meta = {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
             "load_average_1min": os.getloadavg()[0],
             "torch": torch.__version__, "capability": torch.backends.cpu.get_cpu_capability()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
