@@ -8,7 +8,8 @@ x [M, K] (fp16 / bf16 / fp32) -> q int8 [M, K], scale fp32 [M], zero point int32
   static:               scale = the calibrated per-tensor scale (symmetric)
 Dequantized: (q - zp) * scale. `x / scale` is computed as `x * (1 / scale)` (one IEEE
 division per row), round is round-half-to-even (torch.round); the twin in
-reference.py does the same fp32 operations in the same order, so q matches it exactly.
+reference.py does the same fp32 operations in the same order, and the kernels that
+quantize are compiled without FMA contraction, so q matches the twin exactly.
 
 Edge cases (the contract the GEMMs and tests rely on):
   * a row of zeros: scale 0, q = 0 (1/scale is never taken), so the GEMM gives exactly
@@ -47,7 +48,7 @@ def token_qparams(lo, hi, n_bad, SYMMETRIC: tl.constexpr):
     else:
         scale = tl.math.div_rn(hi - lo, 255.0)
     # a zero row has scale 0: use 1/scale = 0 so q = 0 instead of 0 * inf = NaN
-    inv = tl.where(scale > 0.0, tl.math.div_rn(1.0, tl.maximum(scale, 1e-38)), 0.0)
+    inv = tl.where(scale > 0.0, tl.math.div_rn(1.0, tl.where(scale > 0.0, scale, 1.0)), 0.0)
     inv = tl.where(n_bad > 0, 0.0, inv)
     if SYMMETRIC:
         zp = tl.zeros_like(scale)
@@ -61,7 +62,7 @@ def token_qparams(lo, hi, n_bad, SYMMETRIC: tl.constexpr):
 def static_qparams(s, n_bad):
     """(scale, 1/scale, zero point 0) for a calibrated per-tensor scale s; NaN scale and
     1/scale = 0 for a row holding inf/NaN, as token_qparams."""
-    inv = tl.where((s > 0.0) & (n_bad == 0), tl.math.div_rn(1.0, tl.maximum(s, 1e-38)), 0.0)
+    inv = tl.where((s > 0.0) & (n_bad == 0), tl.math.div_rn(1.0, tl.where(s > 0.0, s, 1.0)), 0.0)
     scale = tl.where(n_bad > 0, float("nan"), s)
     return scale, inv, tl.zeros_like(scale)
 
@@ -179,5 +180,6 @@ def quant_rows(x: torch.Tensor, symmetric: bool = True, static_scale: torch.Tens
     _quant_per_token_kernel[(m,)](
         x, q, scale, zp, static, k, x.stride(0), q.stride(0),
         SYMMETRIC=symmetric, STATIC=static_scale is not None,
-        BLOCK_K=block_k, SINGLE_BLOCK=single, num_warps=num_warps)
+        BLOCK_K=block_k, SINGLE_BLOCK=single, num_warps=num_warps,
+        enable_fp_fusion=False)  # no FMA contraction: q must equal the twin's rounding
     return q, scale, zp

@@ -119,14 +119,20 @@ def dequant_matmul(x: torch.Tensor, w_packed: torch.Tensor, scales: torch.Tensor
 A8_GEMV_MAX_M = 4  # tokens up to which the fused quantize+GEMV kernel beats quantize+GEMM
 
 
+def _quant_warps(k: int) -> int:
+    """Warps for one row per program: about 32 fp32 values per thread when the row fits
+    in registers, so long rows do not spill."""
+    return min(16, max(4, (1 << max(0, k - 1).bit_length()) // 1024))
+
+
 @torch.library.custom_op("qrt::quant_per_token", mutates_args=())
 def _quant_per_token_op(x: torch.Tensor, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _act_quant.quant_rows(x, symmetric)
+    return _act_quant.quant_rows(x, symmetric, num_warps=_quant_warps(x.shape[1]))
 
 
 @torch.library.custom_op("qrt::quant_static", mutates_args=())
 def _quant_static_op(x: torch.Tensor, input_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    q, scale, _ = _act_quant.quant_rows(x, True, input_scale)
+    q, scale, _ = _act_quant.quant_rows(x, True, input_scale, num_warps=_quant_warps(x.shape[1]))
     return q, scale
 
 

@@ -62,7 +62,10 @@ def _gemv_row(x_row, static_scale_ptr, w_ptr, ws_ptr, bias_ptr, y_row,
 
     # -- pass 2: quantize the row block by block, exact int32 dots per channel or group ---
     acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
-    k_span = GROUP_SIZE if GROUP_SIZE > 0 else K
+    if GROUP_SIZE > 0:
+        k_span = GROUP_SIZE
+    else:
+        k_span = K
     for g in range(0, N_GROUPS):
         acc_i = tl.zeros((BLOCK_N,), dtype=tl.int32)
         for k0 in range(g * k_span, min(g * k_span + k_span, K), BLOCK_K):
@@ -106,5 +109,6 @@ def a8_gemv(x: torch.Tensor, w: torch.Tensor, w_scales: torch.Tensor, *, w_bits:
         m, n, k, w_scales.shape[1],
         x.stride(0), w.stride(0), w.stride(1), y.stride(0),
         W_BITS=w_bits, GROUP_SIZE=group_size, SYMMETRIC=symmetric, STATIC=input_scale is not None,
-        HAS_BIAS=bias is not None, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps)
+        HAS_BIAS=bias is not None, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps,
+        enable_fp_fusion=False)  # quantization must round exactly as act_quant does
     return y

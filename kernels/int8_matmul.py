@@ -135,8 +135,10 @@ def a8_matmul(xq: torch.Tensor, sx: torch.Tensor, w: torch.Tensor, w_scales: tor
         raise ValueError(f"sx must be fp32 [{m}], found {sx.dtype} {tuple(sx.shape)}")
     if (x_zp is None) != (w_sums is None):
         raise ValueError("asymmetric activations need both x_zp and w_sums")
-    if w_sums is not None and (tuple(w_sums.shape) != tuple(w_scales.shape) or w_sums.dtype != torch.int32):
-        raise ValueError(f"w_sums must be int32 {tuple(w_scales.shape)}, found {w_sums.dtype} {tuple(w_sums.shape)}")
+    if w_sums is not None and (tuple(w_sums.shape) != tuple(w_scales.shape) or w_sums.dtype != torch.int32
+                               or not w_sums.is_contiguous()):
+        raise ValueError(f"w_sums must be contiguous int32 {tuple(w_scales.shape)}, found "
+                         f"{w_sums.dtype} {tuple(w_sums.shape)}")
     if group_size and group_size % block_k:
         raise ValueError(f"block_k {block_k} must divide group_size {group_size}")
     y = torch.empty((m, n), dtype=out_dtype, device=xq.device)

@@ -47,16 +47,17 @@ def dequant_matmul_ref(x: torch.Tensor, w_packed: torch.Tensor, scales: torch.Te
 # ---- int8 activations ----
 def _quant_rows_from_inv(xf: torch.Tensor, inv: torch.Tensor, zp: torch.Tensor | None) -> torch.Tensor:
     """fp32 x [M, K] (inf/NaN already zeroed), per-row 1/scale [M] -> int8 q [M, K]."""
-    v = xf * inv[:, None]
+    v = xf * inv[:, None]  # a new tensor: the in-place steps below never touch x
     if zp is None:
-        return torch.round(v.clamp(-128.0, 127.0)).to(torch.int8)
-    q = torch.round(v.clamp(-256.0, 256.0)) + zp[:, None].float()
-    return q.clamp(-128.0, 127.0).to(torch.int8)
+        return v.clamp_(-128.0, 127.0).round_().to(torch.int8)
+    v = v.clamp_(-256.0, 256.0).round_().add_(zp[:, None].float())
+    return v.clamp_(-128.0, 127.0).to(torch.int8)
 
 
 def _safe_inverse(scale: torch.Tensor) -> torch.Tensor:
     """1 / scale, with 0 where scale is 0 (a zero row quantizes to 0, not 0 * inf = NaN)."""
-    return torch.where(scale > 0, 1.0 / scale.clamp(min=1e-38), torch.zeros_like(scale))
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return torch.where(scale > 0, 1.0 / safe, torch.zeros_like(scale))
 
 
 def quant_rows_ref(x: torch.Tensor, symmetric: bool = True,
@@ -68,17 +69,23 @@ def quant_rows_ref(x: torch.Tensor, symmetric: bool = True,
     NaN and q = 0 (zp when asymmetric); zero rows get scale 0 and q = 0.
     """
     x = x.float()
-    finite = torch.isfinite(x)
-    bad = ~finite.all(dim=1)
-    xf = torch.where(finite, x, torch.zeros_like(x))
-    lo = xf.amin(dim=1).clamp(max=0.0) if x.shape[1] else x.new_zeros(x.shape[0])
-    hi = xf.amax(dim=1).clamp(min=0.0) if x.shape[1] else x.new_zeros(x.shape[0])
+    m, k = x.shape
+    # one reduction finds the rows holding inf/NaN (amax propagates NaN, |inf| = inf);
+    # only then is the masked copy (inf/NaN counted as 0, as in the kernel) made
+    absmax = x.abs().amax(dim=1) if k else x.new_zeros(m)
+    bad = ~torch.isfinite(absmax)
+    xf = x
+    if bad.any():
+        xf = torch.where(torch.isfinite(x), x, torch.zeros_like(x))
+        absmax = xf.abs().amax(dim=1)
     zp = None
     if static_scale is not None:
-        scale = static_scale.float().reshape(1).expand(x.shape[0]).clone()
+        scale = static_scale.float().reshape(1).expand(m).clone()
     elif symmetric:
-        scale = torch.maximum(-lo, hi) / 127.0
+        scale = absmax / 127.0  # the kernel's max(-min(x, 0), max(x, 0)) is exactly max |x|
     else:
+        lo = xf.amin(dim=1).clamp(max=0.0) if k else x.new_zeros(m)
+        hi = xf.amax(dim=1).clamp(min=0.0) if k else x.new_zeros(m)
         scale = (hi - lo) / 255.0
     inv = torch.where(bad, torch.zeros_like(scale), _safe_inverse(scale))
     if static_scale is None and not symmetric:

@@ -109,22 +109,41 @@ def _int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return int_matmul_exact(a, b)
 
 
+BLOCK_DIAGONAL_MAX_ROWS = 256  # M * groups up to which one _int_mm beats one per group
+
+
+def _group_partials(xq: torch.Tensor, w_kn: torch.Tensor, group_size: int, n_groups: int):
+    """Yields each group's exact partial sums xq[:, g] @ w_kn[g] (int32 [M, N]), in order.
+
+    Small M: one _int_mm over a block-diagonal A (row (g, m) keeps only group g's columns
+    of token m), since oneDNN's int8 GEMM costs about the same from 1 to 32 rows; large M:
+    one _int_mm per group, on a contiguous copy of the slice (strided A is far slower)."""
+    m, k = xq.shape
+    if n_groups > 1 and m * n_groups <= BLOCK_DIAGONAL_MAX_ROWS:
+        in_group = (torch.arange(k, device=xq.device) // group_size)[None, :] == \
+            torch.arange(n_groups, device=xq.device)[:, None]                       # [G, K]
+        block_diag = torch.where(in_group[:, None, :], xq[None], torch.zeros_like(xq[None]))
+        yield from _int_mm(block_diag.reshape(n_groups * m, k), w_kn).reshape(n_groups, m, -1)
+        return
+    for g in range(n_groups):
+        cols = slice(g * group_size, (g + 1) * group_size)
+        yield _int_mm(xq[:, cols].contiguous() if n_groups > 1 else xq, w_kn[cols])
+
+
 def _linear_a8_cpu(rt: A8Runtime, x: torch.Tensor, input_scale, bias) -> torch.Tensor:
-    """x [M, K] -> [M, N] in x.dtype; same numerics and fp32 epilogue order as the kernels."""
+    """x [M, K] -> [M, N] in x.dtype; same numerics and fp32 epilogue order as the kernels
+    (acc += float(partial_g) * sw[:, g] over groups, then * sx, then + bias)."""
     xq, sx, zp = quant_rows_ref(x, rt.symmetric, input_scale)
-    k = x.shape[1]
-    gs = rt.group_size or k
+    n_groups = rt.w_scales.shape[1]
     acc = None
-    for g in range(rt.w_scales.shape[1]):
-        # a contiguous copy of the token slice: strided A operands are far slower in oneDNN
-        part = _int_mm(xq[:, g * gs:(g + 1) * gs].contiguous(), rt.w[g * gs:(g + 1) * gs])
+    for g, part in enumerate(_group_partials(xq, rt.w, rt.group_size or x.shape[1], n_groups)):
         if rt.w_sums is not None:
             part = part - zp[:, None] * rt.w_sums[:, g][None, :]
-        term = part.float() * rt.w_scales[:, g][None, :]
-        acc = term if acc is None else acc + term
-    y = acc * sx[:, None]
+        term = part.float().mul_(rt.w_scales[:, g])
+        acc = term if acc is None else acc.add_(term)
+    y = acc.mul_(sx[:, None])
     if bias is not None:
-        y = y + bias.float()[None, :]
+        y = y.add_(bias.float())
     return y.to(x.dtype)
 
 

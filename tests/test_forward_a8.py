@@ -6,19 +6,20 @@ import torch.nn.functional as F
 
 from qrt.modules import QuantLinear
 from qrt.quantize.primitives import QuantizedWeight, quantize_weight
-from qrt.schemes import resolve_scheme
+from qrt.schemes import ActivationScheme, resolve_scheme
 from qrt_kernels.reference import quant_rows_ref
 
 EPS32 = torch.finfo(torch.float32).eps
 
 
-def reference_y(layer, x, input_scale=None):
+def reference_y(layer, x, input_scale=None, symmetric=True):
     """float64 y = sx * sum_g s_g * (xq . wq)_g + bias, with xq/sx from the quantization
     twin (itself checked against float64 in tests/kernels) and q/scales from the layer.
     Returns (y64 [M, N], bound): the fp32 epilogue rounds <= G + 4 times, each <= 1 ulp of
     the running magnitude sum_g |term_g| * sx + |bias|."""
     x2 = x.reshape(-1, x.shape[-1])
-    xq, sx, _ = quant_rows_ref(x2, True, input_scale)
+    xq, sx, zp = quant_rows_ref(x2, symmetric, input_scale)
+    xi = xq.double() - (0 if symmetric else zp.double()[:, None])
     qw = layer.qweight()
     k = layer.in_features
     gs = layer.group_size
@@ -27,7 +28,7 @@ def reference_y(layer, x, input_scale=None):
     mag = torch.zeros_like(y)
     for g in range(qw.scale.shape[1]):
         sel = (cols // gs == g) if qw.g_idx is None else (cols == g)
-        term = (xq[:, sel].double() @ qw.q[:, sel].double().t()) * qw.scale[:, g].double()
+        term = (xi[:, sel] @ qw.q[:, sel].double().t()) * qw.scale[:, g].double()
         y, mag = y + term, mag + term.abs()
     y, mag = y * sx.double()[:, None], mag * sx.double().abs()[:, None]
     if layer.bias is not None:
@@ -49,6 +50,15 @@ def test_from_linear_forward_cpu(scheme, m, rng_seed):
     # the weights): int8 tokens + int4/int8 weights stay within a few % of the output scale
     rel = (y - lin(x)).norm() / lin(x).norm()
     assert rel < (0.02 if scheme == "w8a8" else 0.2)
+
+
+@pytest.mark.parametrize("m", [1, 70])  # 4 groups: block-diagonal and per-group _int_mm on CPU
+def test_asymmetric_tokens(m, rng_seed):
+    scheme = resolve_scheme("w4a8-g32").replace(activations=ActivationScheme(symmetric=False))
+    layer = QuantLinear.from_linear(torch.nn.Linear(128, 24), scheme)
+    x = torch.randn(m, 128) + 2.0  # skewed, so the zero points matter
+    y64, bound = reference_y(layer, x, symmetric=False)
+    assert ((layer(x).double() - y64).abs() <= bound).all()
 
 
 def test_leading_dims_and_fp16(rng_seed):
