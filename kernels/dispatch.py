@@ -11,9 +11,6 @@ import os
 import torch
 import torch.nn.functional as F
 
-from . import act_quant as _act_quant
-from . import int8_gemv as _int8_gemv
-from . import int8_matmul as _int8_matmul
 from .a16_configs import A16Config, a16_table_for
 from .arg_checks import check_dequant_matmul_args
 from .reference import dequant_matmul_ref
@@ -127,11 +124,13 @@ def _quant_warps(k: int) -> int:
 
 @torch.library.custom_op("qrt::quant_per_token", mutates_args=())
 def _quant_per_token_op(x: torch.Tensor, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from . import act_quant as _act_quant  # triton only when a kernel runs
     return _act_quant.quant_rows(x, symmetric, num_warps=_quant_warps(x.shape[1]))
 
 
 @torch.library.custom_op("qrt::quant_static", mutates_args=())
 def _quant_static_op(x: torch.Tensor, input_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    from . import act_quant as _act_quant
     q, scale, _ = _act_quant.quant_rows(x, True, input_scale, num_warps=_quant_warps(x.shape[1]))
     return q, scale
 
@@ -182,6 +181,7 @@ def _a8_gemm_config(m: int, group_size: int) -> dict:
 def _a8_matmul_op(xq: torch.Tensor, sx: torch.Tensor, x_zp: torch.Tensor | None, w: torch.Tensor,
                   w_scales: torch.Tensor, w_sums: torch.Tensor | None, bias: torch.Tensor | None,
                   w_bits: int, group_size: int, out_dtype: torch.dtype) -> torch.Tensor:
+    from . import int8_matmul as _int8_matmul
     return _int8_matmul.a8_matmul(xq, sx, w, w_scales, w_bits=w_bits, group_size=group_size,
                                   bias=bias, out_dtype=out_dtype, x_zp=x_zp, w_sums=w_sums,
                                   **_a8_gemm_config(xq.shape[0], group_size))
@@ -223,6 +223,7 @@ def _a8_gemv_op(x: torch.Tensor, input_scale: torch.Tensor | None, w: torch.Tens
                 w_scales: torch.Tensor, bias: torch.Tensor | None, w_bits: int, group_size: int,
                 symmetric: bool) -> torch.Tensor:
     block_k = math.gcd(128, group_size) if group_size else 256
+    from . import int8_gemv as _int8_gemv
     return _int8_gemv.a8_gemv(x, w, w_scales, w_bits=w_bits, group_size=group_size, bias=bias,
                               symmetric=symmetric, input_scale=input_scale, block_n=16,
                               block_k=block_k, num_warps=4)
