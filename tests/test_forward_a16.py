@@ -154,17 +154,22 @@ def test_meta_forward_gives_shapes(scheme):
     assert (y.device.type, tuple(y.shape), y.dtype) == ("meta", (2, 7, N_OUT), torch.float16)
 
 
-@pytest.mark.parametrize("scheme", ["w4a16-asym", "w8a16"])
-def test_compile_fullgraph_quantlinear_cpu(scheme, rng_seed):
+@pytest.mark.parametrize("scheme, backend", [("w4a16-asym", "int4pack"), ("w8a16", "int8pack"),
+                                             ("w4a16-asym", "triton")])
+def test_compile_fullgraph_quantlinear_cpu(scheme, backend, rng_seed):
+    if backend == "triton" and not INTERPRETED:
+        pytest.skip("the Triton backend runs on the CPU only under TRITON_INTERPRET")
     layer = QuantLinear.from_linear(torch.nn.Linear(K_IN, N_OUT), scheme)
+    layer.finalize()  # the compiled graph sees the built runtime
+    layer._runtime = prepare_a16(layer, backend=backend)
     x = torch.randn(3, K_IN)
-    eager = layer(x)  # finalizes: the compiled graph sees the built runtime
+    eager = layer(x)
     torch._dynamo.reset()
     # aot_eager, not inductor: inductor also works (checked by hand, identical output) but
     # its C++ compile took 70 s on the shared 2-core CI box; aot_eager still needs dynamo to
-    # capture one graph and the fake tensors to propagate through every op
+    # capture one graph (the custom op included) and fake tensors to run through every op
     compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
-    # aot_eager runs the same aten kernels on the same inputs: identical numbers
+    # the same kernels run on the same inputs: identical numbers
     torch.testing.assert_close(compiled(x), eager, rtol=0, atol=0)
 
 
