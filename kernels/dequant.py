@@ -27,10 +27,11 @@ def dequant_kernel(
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     # program (pid_n, pid_k) writes one [BLOCK_N, BLOCK_K] block of W, held as [BLOCK_K, BLOCK_N]
+    k0 = tl.program_id(1) * BLOCK_K
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
-    w = _dequant_tile(w_ptr, scales_ptr, zeros_ptr, offs_k, offs_n, K, N, stride_wn, stride_wk,
-                      stride_sn, stride_sg, BITS, GROUP_SIZE, HAS_ZEROS)
+    offs_k = k0 + tl.arange(0, BLOCK_K)
+    w = _dequant_tile(w_ptr, scales_ptr, zeros_ptr, k0, offs_n, K, N, stride_wn, stride_wk,
+                      stride_sn, stride_sg, BITS, GROUP_SIZE, HAS_ZEROS, BLOCK_K)
     # one rounding, fp32 -> out dtype, as torch's dequantize-then-cast does
     ptrs = out_ptr + offs_n[None, :] * stride_on + offs_k[:, None] * stride_ok
     tl.store(ptrs, w.to(out_ptr.dtype.element_ty), mask=(offs_k[:, None] < K) & (offs_n[None, :] < N))

@@ -21,25 +21,31 @@ from .arg_checks import check_dequant_matmul_args
 
 
 @triton.jit
-def _load_q_tile(w_ptr, offs_k, offs_n, K, N, stride_wn, stride_wk, BITS: tl.constexpr):
-    """-> int32 [BLOCK_K, BLOCK_N] of the signed values q (-2^(BITS-1) outside the matrix,
-    where x is 0)."""
+def _load_q_tile(w_ptr, k0, offs_n, K, N, stride_wn, stride_wk,
+                 BITS: tl.constexpr, BLOCK_K: tl.constexpr):
+    """-> int32 [BLOCK_K, BLOCK_N] of the signed values q for columns k0 .. k0+BLOCK_K-1
+    (k0 a multiple of BLOCK_K; values past K are junk and must meet x = 0 there)."""
     PER_WORD: tl.constexpr = 32 // BITS
-    # value k of row n lives in word k // PER_WORD at bit (k % PER_WORD) * BITS, so the
-    # PER_WORD neighbours along K load the same word (one memory transaction, then L1 hits)
-    mask = (offs_k[:, None] < K) & (offs_n[None, :] < N)
-    words = tl.load(w_ptr + offs_n[None, :] * stride_wn + (offs_k[:, None] // PER_WORD) * stride_wk,
-                    mask=mask, other=0)
-    return ((words >> ((offs_k[:, None] % PER_WORD) * BITS)) & ((1 << BITS) - 1)) - (1 << (BITS - 1))
+    # load each packed word once: [BLOCK_K / PER_WORD, BLOCK_N] words hold the whole tile
+    offs_kw = k0 // PER_WORD + tl.arange(0, BLOCK_K // PER_WORD)
+    words = tl.load(w_ptr + offs_n[None, :] * stride_wn + offs_kw[:, None] * stride_wk,
+                    mask=(offs_kw[:, None] < tl.cdiv(K, PER_WORD)) & (offs_n[None, :] < N), other=0)
+    # value j of a word sits at bits [j*BITS, (j+1)*BITS), LSB first: shift out every j,
+    # then flatten (word, j) -> k = word * PER_WORD + j
+    shifts = tl.arange(0, PER_WORD) * BITS
+    u = (words[:, None, :] >> shifts[None, :, None]) & ((1 << BITS) - 1)
+    return tl.reshape(u, (BLOCK_K, words.shape[1])) - (1 << (BITS - 1))
 
 
 @triton.jit
-def _dequant_tile(w_ptr, scales_ptr, zeros_ptr, offs_k, offs_n, K, N,
+def _dequant_tile(w_ptr, scales_ptr, zeros_ptr, k0, offs_n, K, N,
                   stride_wn, stride_wk, stride_sn, stride_sg,
-                  BITS: tl.constexpr, GROUP_SIZE: tl.constexpr, HAS_ZEROS: tl.constexpr):
-    """-> fp32 [BLOCK_K, BLOCK_N] of (q - z) * s, exact for fp16/bf16 scales."""
-    q = _load_q_tile(w_ptr, offs_k, offs_n, K, N, stride_wn, stride_wk, BITS)
+                  BITS: tl.constexpr, GROUP_SIZE: tl.constexpr, HAS_ZEROS: tl.constexpr,
+                  BLOCK_K: tl.constexpr):
+    """-> fp32 [BLOCK_K, BLOCK_N] of (q - z) * s, exact for fp16/bf16 scales; 0 past K."""
+    q = _load_q_tile(w_ptr, k0, offs_n, K, N, stride_wn, stride_wk, BITS, BLOCK_K)
     # every element looks up its own group: right for any GROUP_SIZE and a ragged last group
+    offs_k = k0 + tl.arange(0, BLOCK_K)
     g = offs_k[:, None] // GROUP_SIZE
     mask = (offs_k[:, None] < K) & (offs_n[None, :] < N)
     qparam_offs = offs_n[None, :] * stride_sn + g * stride_sg
@@ -91,8 +97,8 @@ def dequant_matmul_decode_kernel(
         offs_k = k0 + tl.arange(0, BLOCK_K)
         a = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk,
                     mask=(offs_m[:, None] < M) & (offs_k[None, :] < K), other=0.0).to(tl.float32)
-        w = _dequant_tile(w_ptr, scales_ptr, zeros_ptr, offs_k, offs_n, K, N, stride_wn, stride_wk,
-                          stride_sn, stride_sg, BITS, GROUP_SIZE, HAS_ZEROS)
+        w = _dequant_tile(w_ptr, scales_ptr, zeros_ptr, k0, offs_n, K, N, stride_wn, stride_wk,
+                          stride_sn, stride_sg, BITS, GROUP_SIZE, HAS_ZEROS, BLOCK_K)
         # multiply-reduce on CUDA cores in fp32: for BLOCK_M <= 8 an MMA tile would be
         # mostly padding, and the weight stream, not arithmetic, sets the time
         acc += tl.sum(a[:, :, None] * w[None, :, :], axis=1)
@@ -138,7 +144,7 @@ def dequant_matmul_tile_kernel(
             # fp16/bf16) go through the MMA, and the group's scale multiplies the fp32 sum,
             # so the only rounding is fp32 accumulation
             qparam_offs = offs_n * stride_sn + (k0 // GROUP_SIZE) * stride_sg
-            q = _load_q_tile(w_ptr, offs_k, offs_n, K, N, stride_wn, stride_wk, BITS)
+            q = _load_q_tile(w_ptr, k0, offs_n, K, N, stride_wn, stride_wk, BITS, BLOCK_K)
             if HAS_ZEROS:
                 q -= tl.load(zeros_ptr + qparam_offs, mask=offs_n < N, other=0).to(tl.int32)[None, :]
             s = tl.load(scales_ptr + qparam_offs, mask=offs_n < N, other=0.0)
@@ -146,8 +152,8 @@ def dequant_matmul_tile_kernel(
         else:
             # groups narrower than BLOCK_K (or not a multiple of it): scale each element,
             # then round the weight to x.dtype for the MMA
-            w = _dequant_tile(w_ptr, scales_ptr, zeros_ptr, offs_k, offs_n, K, N, stride_wn,
-                              stride_wk, stride_sn, stride_sg, BITS, GROUP_SIZE, HAS_ZEROS)
+            w = _dequant_tile(w_ptr, scales_ptr, zeros_ptr, k0, offs_n, K, N, stride_wn,
+                              stride_wk, stride_sn, stride_sg, BITS, GROUP_SIZE, HAS_ZEROS, BLOCK_K)
             acc += tl.dot(a, w.to(a.dtype), input_precision=DOT_PRECISION)
     _store_output(acc, y_ptr, bias_ptr, offs_m, offs_n, M, N, stride_ym, stride_yn, pid_k,
                   HAS_BIAS, SPLIT_K)

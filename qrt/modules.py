@@ -81,7 +81,7 @@ class QuantLinear(nn.Module):
         dev = qw.q.device
         m = cls(in_f, out_f, bias=bias is not None, scheme=s, dtype=dtype, device=dev)
         m.weight_packed.copy_(pack_int32(qw.q, s.bits))
-        scale = qw.scale.reshape(1) [:1] if s.strategy == "tensor" else qw.scale
+        scale = qw.scale.reshape(-1)[:1] if s.strategy == "tensor" else qw.scale
         if tuple(scale.shape) != tuple(m.weight_scale.shape):
             raise ValueError(f"scale shape mismatch: expected {tuple(m.weight_scale.shape)}, "
                              f"found {tuple(qw.scale.shape)}")

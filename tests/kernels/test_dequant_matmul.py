@@ -84,6 +84,14 @@ def test_tile_per_element_scale_mode(group_size, rng_seed):
 
 
 @pytest.mark.parametrize("kernel", ["decode", "tile"])
+def test_one_word_per_block_row(kernel, rng_seed):
+    # BLOCK_K=16 at 2 bits: each block is a single int32 word per weight row
+    base = DECODE if kernel == "decode" else TILE
+    case, x, bias = _inputs(17, 2, 16, asym=True, dtype=torch.float16)
+    _kernel_vs_twin(kernel, case, x, bias, cfg=base.replace(block_k=16))
+
+
+@pytest.mark.parametrize("kernel", ["decode", "tile"])
 def test_split_k_atomics(kernel, rng_seed):
     # 3 K slices of 64 columns over K=200: fp32 partial sums added atomically, cast after
     base = DECODE if kernel == "decode" else TILE
