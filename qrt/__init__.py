@@ -15,6 +15,7 @@ _EXPORTS = {
     "resolve_scheme": "qrt.schemes",
     "PRESETS": "qrt.schemes",
     "QuantLinear": "qrt.modules",
+    "use_backend": "qrt.backend",
     "quantize_model": "qrt.loader",
     "save_quantized": "qrt.loader",
     "load_quantized": "qrt.loader",

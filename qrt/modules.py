@@ -127,12 +127,25 @@ class QuantLinear(nn.Module):
         return dequantize(qw.q, qw.scale, qw.zero, self.group_size, dtype=dtype or self.dtype, g_idx=qw.g_idx)
 
     # -- forward ---------------------------------------------------------------------------
-    def finalize(self) -> None:
+    def finalize(self, backend: str | None = None) -> None:
         """Repack the checkpoint buffers once for the backend of their device (Triton layout
         on CUDA, torch's packed formats on CPU). Call after the buffers are filled (the
-        loader does); forward calls it again if the buffers moved to another device."""
-        prepare = prepare_a8 if self.scheme.activations is not None else prepare_a16
-        self._runtime = prepare(self)
+        loader does); forward calls it again if the buffers moved to another device.
+
+        backend (weight-only layers): None picks the fastest for the device; "dense" keeps
+        the layer's own dtype end to end (the CPU packed kernels "int4pack"/"int8pack"
+        compute in bfloat16, relative rounding 2^-9, because that is their only fast path).
+        """
+        if backend is None:
+            backend = getattr(self, "_backend_choice", None)
+        if self.scheme.activations is not None:
+            if backend is not None:
+                raise ValueError(f"backend: int8-activation layers choose their kernels by device, "
+                                 f"found backend={backend!r}")
+            self._runtime = prepare_a8(self)
+        else:
+            self._runtime = prepare_a16(self, backend=backend)
+        self._backend_choice = backend
         self._runtime_device = self.weight_packed.device
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
