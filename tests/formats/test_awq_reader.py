@@ -1,5 +1,5 @@
 """AWQ GEMM reader vs tensors packed the AutoAWQ way (tests/formats/peer_formats.py) and
-a float64 dequantization of them. Exact for the reason given in test_gptq.py: a 4-bit
+a float64 dequantization of them. Exact for the reason given in test_gptq_reader.py: a 4-bit
 integer difference times an fp16 scale is exact in float32."""
 import numpy as np
 import pytest

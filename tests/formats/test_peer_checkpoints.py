@@ -1,0 +1,50 @@
+"""End to end: GPTQ and AWQ checkpoint directories of a tiny random Llama load through
+qrt.load_quantized, every quantized layer equal to the float64 oracle, logits equal to the
+oracle-weight float32 model's."""
+import pytest
+import torch
+from peer_checkpoints import write_awq_checkpoint, write_gptq_checkpoint
+
+import qrt
+from qrt.modules import QuantLinear
+
+# The weights are bit-identical (checked below), so logits differ only by float32
+# summation order in the forward (dot products of <= 128 terms: relative error ~1e-6).
+# 1e-4 of the logits' range is far above that and far below one quantization step of one
+# weight (scales here are 1e-3..2e-2, moving logits by ~1e-3 of their range or more).
+LOGITS_RTOL_OF_RANGE = 1e-4
+
+
+def _check_loaded(path, ref, seed):
+    model = qrt.load_quantized(path, dtype=torch.float32)
+    n_quant = 0
+    for name, mod in ref.named_modules():
+        if isinstance(mod, torch.nn.Linear) and name != "lm_head":
+            got = model.get_submodule(name)
+            assert isinstance(got, QuantLinear), name
+            assert torch.equal(got.dequantize_weight(torch.float32), mod.weight), name
+            n_quant += 1
+    assert n_quant == 14  # 7 Linear per Llama layer
+    ids = torch.randint(0, ref.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        want, got = ref(ids).logits, model(ids).logits
+    tol = LOGITS_RTOL_OF_RANGE * float(want.max() - want.min())
+    assert (got - want).abs().max() <= tol
+    return model
+
+
+@pytest.mark.parametrize("bits,fmt,sym,desc_act", [
+    (4, "gptq", True, False),     # the common AutoGPTQ export
+    (4, "gptq_v2", False, True),  # GPTQModel v2, act-order g_idx
+    (8, "gptq", False, False),
+    (3, "gptq_v2", True, True)])
+def test_gptq_checkpoint_loads(bits, fmt, sym, desc_act, tmp_path, rng_seed):
+    ref = write_gptq_checkpoint(tmp_path / "gptq", rng_seed, bits, 32, sym, desc_act, fmt)
+    model = _check_loaded(tmp_path / "gptq", ref, rng_seed)
+    layer = model.get_submodule("model.layers.0.mlp.up_proj")
+    assert layer.scheme.symmetric == sym and layer.scheme.actorder == ("group" if desc_act else None)
+
+
+def test_awq_checkpoint_loads(tmp_path, rng_seed):
+    ref = write_awq_checkpoint(tmp_path / "awq", rng_seed, 32)
+    _check_loaded(tmp_path / "awq", ref, rng_seed)

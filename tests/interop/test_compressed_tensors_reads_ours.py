@@ -1,0 +1,65 @@
+"""The writer judge: compressed-tensors' own decompressor (through transformers'
+from_pretrained with CompressedTensorsConfig(dequantize=True), the path users take)
+must reproduce qrt's dequantized weights exactly from the files qrt.save_quantized writes.
+
+Exact because both sides compute (q - z) * s with one rounding: compressed-tensors in the
+scale's dtype, qrt in float32 then cast. (q - z) is a small integer, so its product with
+an fp16 scale is exact in float32 and both round that same number once to fp16.
+"""
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, CompressedTensorsConfig, LlamaConfig, LlamaForCausalLM
+
+import qrt
+from qrt.modules import QuantLinear
+
+
+def tiny_llama(hidden: int, intermediate: int, heads: int) -> LlamaForCausalLM:
+    cfg = LlamaConfig(vocab_size=96, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=1,
+                      num_attention_heads=heads, num_key_value_heads=heads // 3 or 1,
+                      max_position_embeddings=32, tie_word_embeddings=False)
+    return LlamaForCausalLM(cfg).half().eval()
+
+
+def decompressed_by_compressed_tensors(path) -> torch.nn.Module:
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float16,
+                                                quantization_config=CompressedTensorsConfig(dequantize=True))
+
+
+def assert_same_weights(ours: torch.nn.Module, theirs: torch.nn.Module) -> int:
+    n = 0
+    for name, layer in ours.named_modules():
+        if isinstance(layer, QuantLinear):
+            w = theirs.get_submodule(name).weight
+            assert w.dtype == torch.float16, name
+            assert torch.equal(w, layer.dequantize_weight(torch.float16)), name
+            n += 1
+    return n
+
+
+@pytest.mark.parametrize("scheme,fmt", [
+    ("w4a16", "pack-quantized"), ("w4a16-asym", "pack-quantized"), ("w8a16", "pack-quantized"),
+    ("w2a16", "pack-quantized"), ("w8a8", "int-quantized")])
+def test_compressed_tensors_decompresses_qrt_files_exactly(scheme, fmt, tmp_path, rng_seed):
+    model = tiny_llama(128, 256, 6)  # in_features 128 and 256: every group size divides
+    qrt.quantize_model(model, scheme)
+    qrt.save_quantized(model, tmp_path / "q")
+    qc = json.loads((tmp_path / "q" / "config.json").read_text())["quantization_config"]
+    assert qc["quant_method"] == "compressed-tensors" and qc["format"] == fmt
+    assert assert_same_weights(model, decompressed_by_compressed_tensors(tmp_path / "q")) == 7
+
+
+def test_576_columns_get_a_power_of_two_group_compressed_tensors_reads(tmp_path, rng_seed):
+    """SmolLM2's 576-wide layers with g128: written with group 64 as their own config group
+    (down_proj, 384 = 3 * 128 inputs, keeps 128); compressed-tensors reads both groups."""
+    model = tiny_llama(576, 384, 9)
+    qrt.quantize_model(model, "w4a16")
+    qrt.save_quantized(model, tmp_path / "q")
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear)}
+    assert {n: m.scheme.group_size for n, m in layers.items()} == {
+        n: (128 if n.endswith("down_proj") else 64) for n in layers}
+    qc = json.loads((tmp_path / "q" / "config.json").read_text())["quantization_config"]
+    assert sorted(g["weights"]["group_size"] for g in qc["config_groups"].values()) == [64, 128]
+    assert assert_same_weights(model, decompressed_by_compressed_tensors(tmp_path / "q")) == 7
