@@ -42,12 +42,14 @@ def checkpoint_tensors(model: nn.Module, dtype: torch.dtype) -> dict[str, torch.
     persistent buffer with floats cast to `dtype`. A tensor shared by several names (tied
     embeddings) is written once, under its first name."""
     out: dict[str, torch.Tensor] = {}
-    seen: set[int] = set()
+    # id -> tensor: holding the tensor keeps its id from being reused by a later temporary
+    # (layer_tensors makes fresh int8 views for int-quantized layers)
+    seen: dict[int, torch.Tensor] = {}
 
     def put(key: str, t: torch.Tensor, cast: bool) -> None:
         if id(t) in seen:
             return
-        seen.add(id(t))
+        seen[id(t)] = t
         t = t.detach()
         if cast and t.is_floating_point():
             t = t.to(dtype)
@@ -63,7 +65,7 @@ def checkpoint_tensors(model: nn.Module, dtype: torch.dtype) -> dict[str, torch.
         if isinstance(m, (QuantLinear, QuantEmbedding)):
             if _is_tied_head(m):
                 for t in (m.weight_packed, m.weight_scale, m.weight_shape):
-                    seen.add(id(t))
+                    seen[id(t)] = t
             if getattr(m, "bias", None) is not None:
                 put(pre + "bias", m.bias, cast=True)
             continue
