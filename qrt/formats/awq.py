@@ -7,15 +7,14 @@ An AWQ GEMM layer `prefix` stores (K = in_features, N = out_features, G = K / gr
                             of its block of 8 (AutoAWQ's order, made for its dequant shuffle)
   qzeros   int32 [G, N/8]   unsigned zero points, same packing and order, no offset
   scales   float16 [G, N]
-  bias     float16 [N]      optional
+  bias     float16 [N]      optional; an ordinary parameter the loader reads itself
 and dequantizes w[n, k] = (q_u[k, n] - z_u[k // group_size, n]) * scales[k // group_size, n].
 """
 from __future__ import annotations
 
 import torch
 
-from qrt.formats.unsigned import (GetTensor, expect_tensor, optional_tensor,
-                                  unsigned_layer_to_buffers)
+from qrt.formats.unsigned import GetTensor, expect_tensor, unsigned_layer_to_buffers
 from qrt.quantize.packing import pack_int32
 from qrt.schemes import QuantScheme
 
@@ -66,8 +65,9 @@ def read_layer(get_tensor: GetTensor, prefix: str, quant_config: dict, in_featur
     """One AWQ GEMM Linear -> (QuantScheme, QuantLinear buffers).
 
     Buffers: weight_packed int32 [N, K/8], weight_scale [N, G], weight_zero_point int32
-    [N/8, G] (unless every zero is the midpoint 8: then the scheme is symmetric),
-    bias [N] (if stored). `tensor_names` as in qrt.formats.gptq.read_layer.
+    [N/8, G] (unless every zero is the midpoint 8: then the scheme is symmetric). Like
+    qrt.formats.gptq.read_layer, `{prefix}.bias` is left to the loader; `tensor_names` is
+    accepted for the same signature (AWQ has no optional quantization tensor).
     """
     bits, group_size = awq_settings(quant_config)
     k, n = in_features, out_features
@@ -79,12 +79,9 @@ def read_layer(get_tensor: GetTensor, prefix: str, quant_config: dict, in_featur
     qzeros = expect_tensor(get_tensor(f"{prefix}.qzeros"), f"{prefix}.qzeros",
                            (n_groups, n // 8), (torch.int32,))
     scales = expect_tensor(get_tensor(f"{prefix}.scales"), f"{prefix}.scales", (n_groups, n), _FLOATS)
-    bias = optional_tensor(get_tensor, f"{prefix}.bias", tensor_names)
-    if bias is not None:
-        expect_tensor(bias, f"{prefix}.bias", (n,), _FLOATS)
 
     q_signed = (unpack_awq(qweight) - (1 << (bits - 1))).to(torch.int8)  # [K, N]
     weight_packed = pack_int32(q_signed.t().contiguous(), bits)  # [N, K/8]
     zeros_u = unpack_awq(qzeros)  # [G, N], raw zero points
     return unsigned_layer_to_buffers(weight_packed, scales.t(), zeros_u.t(), bits, group_size,
-                                     None, bias, prefix)
+                                     None, prefix)

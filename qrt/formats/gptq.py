@@ -7,7 +7,7 @@ A GPTQ layer `prefix` stores (K = in_features, N = out_features, G = groups, b =
   qzeros   int32 [G, ceil(N*b/32)] unsigned zero points packed along N (dim 1), LSB first
   scales   float [G, N]
   g_idx    int32 [K]              group of each input column (non-monotonic with desc_act)
-  bias     float [N]              optional
+  bias     float [N]              optional; an ordinary parameter the loader reads itself
 and dequantizes w[n, k] = (q_u[k, n] - z_u[g_idx[k], n]) * scales[g_idx[k], n].
 
 The two zero-point conventions (`checkpoint_format`): "gptq" (v1, AutoGPTQ and what
@@ -103,11 +103,12 @@ def read_layer(get_tensor: GetTensor, prefix: str, quant_config: dict, in_featur
                ) -> tuple[QuantScheme, dict[str, torch.Tensor]]:
     """One GPTQ Linear -> (QuantScheme, QuantLinear buffers).
 
-    get_tensor(name) returns a checkpoint tensor; optional tensors (g_idx, bias) are found
-    through `tensor_names` when given, else by get_tensor raising KeyError (or safetensors'
+    get_tensor(name) returns a checkpoint tensor; the optional g_idx is found through
+    `tensor_names` when given, else by get_tensor raising KeyError (or safetensors'
     missing-tensor error). Buffers: weight_packed int32 [N, K*b/32], weight_scale [N, G],
     weight_zero_point int32 [ceil(N*b/32), G] (asymmetric only), weight_g_idx int32 [K]
-    (act-order only; a trivial j // group_size g_idx is dropped), bias [N] (if stored).
+    (act-order only; a trivial j // group_size g_idx is dropped). `{prefix}.bias` has the
+    name a float model gives it, so the loader reads it like any other parameter.
     """
     cfg = gptq_config(quant_config)
     b, k, n = cfg.bits, in_features, out_features
@@ -124,9 +125,6 @@ def read_layer(get_tensor: GetTensor, prefix: str, quant_config: dict, in_featur
     g_idx = optional_tensor(get_tensor, f"{prefix}.g_idx", tensor_names)
     if g_idx is not None:
         expect_tensor(g_idx, f"{prefix}.g_idx", (k,), (torch.int32, torch.int64))
-    bias = optional_tensor(get_tensor, f"{prefix}.bias", tensor_names)
-    if bias is not None:
-        expect_tensor(bias, f"{prefix}.bias", (n,), _FLOATS)
 
     stored = unpack_int32(qzeros, b, n).to(torch.int64) + (1 << (b - 1))  # [G, N] unsigned fields
     if detect_zero_convention(stored, b, cfg.checkpoint_format) == V1:
@@ -141,4 +139,4 @@ def read_layer(get_tensor: GetTensor, prefix: str, quant_config: dict, in_featur
     # GPTQ's words along K are compressed-tensors' words along K: q_u == q + 2^(b-1)
     weight_packed = qweight.t().contiguous()
     return unsigned_layer_to_buffers(weight_packed, scales.t(), stored.t(), b, group_size,
-                                     g_idx, bias, prefix)
+                                     g_idx, prefix)

@@ -48,7 +48,7 @@ def is_trivial_g_idx(g_idx: torch.Tensor, group_size: int) -> bool:
 
 def unsigned_layer_to_buffers(weight_packed: torch.Tensor, scales: torch.Tensor, zeros_u: torch.Tensor,
                               bits: int, group_size: int, g_idx: torch.Tensor | None,
-                              bias: torch.Tensor | None, prefix: str) -> tuple[QuantScheme, dict]:
+                              prefix: str) -> tuple[QuantScheme, dict]:
     """QuantScheme and QuantLinear buffers for one layer.
 
     weight_packed: int32 [N, ceil(K*b/32)], already in the compressed-tensors layout.
@@ -82,8 +82,6 @@ def unsigned_layer_to_buffers(weight_packed: torch.Tensor, scales: torch.Tensor,
     if g_idx is not None:
         buffers["weight_g_idx"] = g_idx.to(torch.int32).contiguous()
         assert k == g_idx.numel()
-    if bias is not None:
-        buffers["bias"] = bias
     return scheme, buffers
 
 

@@ -1,4 +1,4 @@
-"""Whole GPTQ / AWQ checkpoint directories of a tiny random Llama, laid out the way
+"""Whole GPTQ / AWQ checkpoint directories of a tiny random model, laid out the way
 transformers-era exports are (config.json with `quantization_config`, model.safetensors),
 with the tensors of tests/formats/peer_formats.py. Returns the float32 model whose
 Linear weights are the float64 oracle's dequantization: the reference to compare with."""
@@ -10,21 +10,30 @@ from pathlib import Path
 import torch
 from peer_formats import make_awq_layer, make_gptq_layer
 from safetensors.torch import save_file
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+FAMILIES = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}  # qwen2: q/k/v bias
 
 
-def tiny_llama(seed: int) -> LlamaForCausalLM:
+def tiny_model(family: str, seed: int) -> torch.nn.Module:
+    config_cls, model_cls = FAMILIES[family]
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                      tie_word_embeddings=False)
-    return LlamaForCausalLM(cfg).float().eval()
+    cfg = config_cls(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                     tie_word_embeddings=False)
+    model = model_cls(cfg).float().eval()
+    with torch.no_grad():  # HF zero-initializes biases: make them count
+        for name, p in model.named_parameters():
+            if name.endswith(".bias"):
+                p.normal_(0, 0.1)
+    return model
 
 
-def write_checkpoint(out: Path, seed: int, quant_config: dict, make_layer) -> LlamaForCausalLM:
+def write_checkpoint(out: Path, family: str, seed: int, quant_config: dict, make_layer) -> torch.nn.Module:
     """make_layer(k, n, gen) -> (tensors, w64 [n, k]). Every Linear but lm_head is stored
-    quantized; the returned model carries the oracle weights."""
-    model = tiny_llama(seed)
+    quantized (its bias, if any, stays a float tensor); the returned model carries the
+    oracle weights."""
+    model = tiny_model(family, seed)
     gen = torch.Generator().manual_seed(seed)
     tensors = {}
     for name, mod in model.named_modules():
@@ -35,24 +44,29 @@ def write_checkpoint(out: Path, seed: int, quant_config: dict, make_layer) -> Ll
                 mod.weight.copy_(torch.from_numpy(w64).float())  # exact: see test_gptq_reader.py
     quantized = {n.rsplit(".", 1)[0] for n in tensors}
     for name, t in model.state_dict().items():
-        if name.rsplit(".", 1)[0] not in quantized:
-            tensors[name] = t.contiguous()
+        module, _, leaf = name.rpartition(".")
+        if not (module in quantized and leaf == "weight"):
+            tensors[name] = t.half() if t.is_floating_point() else t  # 16-bit, like real exports
     out.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+    save_file({k: v.contiguous() for k, v in tensors.items()}, out / "model.safetensors", metadata={"format": "pt"})
+    with torch.no_grad():  # the reference sees exactly what the file holds
+        for name, t in model.state_dict().items():
+            if name in tensors and t.is_floating_point():
+                t.copy_(tensors[name].float())
     config = model.config.to_dict()
     config["quantization_config"] = quant_config
     (out / "config.json").write_text(json.dumps(config, indent=2))
     return model
 
 
-def write_gptq_checkpoint(out: Path, seed: int, bits: int, group_size: int, sym: bool, desc_act: bool,
-                          fmt: str) -> LlamaForCausalLM:
+def write_gptq_checkpoint(out: Path, family: str, seed: int, bits: int, group_size: int, sym: bool,
+                          desc_act: bool, fmt: str) -> torch.nn.Module:
     cfg = {"quant_method": "gptq", "bits": bits, "group_size": group_size, "desc_act": desc_act,
            "sym": sym, "checkpoint_format": fmt, "damp_percent": 0.01}
-    return write_checkpoint(out, seed, cfg, lambda k, n, gen: make_gptq_layer(
-        k, n, bits, group_size, sym, desc_act, fmt, False, gen))
+    return write_checkpoint(out, family, seed, cfg, lambda k, n, gen: make_gptq_layer(
+        k, n, bits, group_size, sym, desc_act, fmt, gen))
 
 
-def write_awq_checkpoint(out: Path, seed: int, group_size: int) -> LlamaForCausalLM:
+def write_awq_checkpoint(out: Path, family: str, seed: int, group_size: int) -> torch.nn.Module:
     cfg = {"quant_method": "awq", "bits": 4, "group_size": group_size, "zero_point": True, "version": "gemm"}
-    return write_checkpoint(out, seed, cfg, lambda k, n, gen: make_awq_layer(k, n, group_size, False, gen))
+    return write_checkpoint(out, family, seed, cfg, lambda k, n, gen: make_awq_layer(k, n, group_size, gen))

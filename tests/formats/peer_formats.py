@@ -50,8 +50,8 @@ def _as_int32(words: np.ndarray) -> torch.Tensor:
 
 
 def make_gptq_layer(k: int, n: int, bits: int, group_size: int, sym: bool, desc_act: bool,
-                    fmt: str, bias: bool, gen: torch.Generator) -> tuple[dict, np.ndarray]:
-    """Random GPTQ tensors {qweight, qzeros, scales, g_idx[, bias]} and the float64 weight
+                    fmt: str, gen: torch.Generator) -> tuple[dict, np.ndarray]:
+    """Random GPTQ tensors {qweight, qzeros, scales, g_idx} and the float64 weight
     [n, k] they mean. fmt "gptq" stores zero - 1 (v1), "gptq_v2" the zero itself."""
     maxq = (1 << bits) - 1
     gs = k if group_size == -1 else group_size
@@ -73,8 +73,6 @@ def make_gptq_layer(k: int, n: int, bits: int, group_size: int, sym: bool, desc_
                "g_idx": torch.from_numpy(g_idx.astype(np.int32))}
     s64 = scales.double().numpy()
     w = (q - zeros[g_idx, :]).astype(np.float64) * s64[g_idx, :]  # [k, n]
-    if bias:
-        tensors["bias"] = torch.randn(n, generator=gen).half()
     return tensors, w.T.copy()
 
 
@@ -91,9 +89,9 @@ def _pack_cols_autoawq(vals: np.ndarray) -> np.ndarray:
     return out
 
 
-def make_awq_layer(k: int, n: int, group_size: int, bias: bool, gen: torch.Generator,
+def make_awq_layer(k: int, n: int, group_size: int, gen: torch.Generator,
                    zeros_value: int | None = None) -> tuple[dict, np.ndarray]:
-    """Random AWQ GEMM tensors {qweight, qzeros, scales[, bias]} and their float64 weight
+    """Random AWQ GEMM tensors {qweight, qzeros, scales} and their float64 weight
     [n, k]. zeros_value: every zero point this value (else random in [0, 15])."""
     n_groups = k // group_size
     q = torch.randint(0, 16, (k, n), generator=gen).numpy().astype(np.int64)
@@ -104,15 +102,13 @@ def make_awq_layer(k: int, n: int, group_size: int, bias: bool, gen: torch.Gener
                "scales": scales}
     rows = np.arange(k) // group_size
     w = (q - zeros[rows, :]).astype(np.float64) * scales.double().numpy()[rows, :]
-    if bias:
-        tensors["bias"] = torch.randn(n, generator=gen).half()
     return tensors, w.T.copy()
 
 
 def quant_linear_from_buffers(scheme, buffers: dict, in_features: int, out_features: int,
                               dtype=torch.float16) -> QuantLinear:
     """A QuantLinear whose state is exactly `buffers` (strict: no missing/unexpected keys)."""
-    m = QuantLinear(in_features, out_features, bias="bias" in buffers, scheme=scheme, dtype=dtype)
+    m = QuantLinear(in_features, out_features, bias=False, scheme=scheme, dtype=dtype)
     state = dict(buffers, weight_shape=torch.tensor([out_features, in_features]))
     m.load_state_dict(state, strict=True)
     return m

@@ -20,9 +20,9 @@ def _read(tensors, prefix, cfg, k, n, **kw):
     return gptq.read_layer(named.__getitem__, prefix, cfg, k, n, **kw)
 
 
-def _check_layer(k, n, bits, group_size, sym, desc_act, fmt, declared, seed, bias=True):
+def _check_layer(k, n, bits, group_size, sym, desc_act, fmt, declared, seed):
     gen = torch.Generator().manual_seed(seed)
-    tensors, w64 = make_gptq_layer(k, n, bits, group_size, sym, desc_act, fmt, bias, gen)
+    tensors, w64 = make_gptq_layer(k, n, bits, group_size, sym, desc_act, fmt, gen)
     cfg = {"quant_method": "gptq", "bits": bits, "group_size": group_size, "desc_act": desc_act,
            "sym": sym, "checkpoint_format": declared}
     scheme, buffers = _read(tensors, "model.layers.0.mlp.up_proj", cfg, k, n)
@@ -32,8 +32,6 @@ def _check_layer(k, n, bits, group_size, sym, desc_act, fmt, declared, seed, bia
     assert scheme.strategy == ("channel" if group_size == -1 else "group")
     layer = quant_linear_from_buffers(scheme, buffers, k, n)
     assert np.array_equal(layer.dequantize_weight(torch.float64).numpy(), w64)
-    if bias:
-        assert torch.equal(layer.bias, tensors["bias"])
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
@@ -46,7 +44,7 @@ def test_gptq_layer_dequantizes_like_float64(bits, fmt, sym, desc_act, rng_seed)
 
 @pytest.mark.parametrize("group_size", [-1, 64])  # per-channel; ragged last group (96 = 64 + 32)
 def test_gptq_channel_and_ragged_groups(group_size, rng_seed):
-    _check_layer(96, 64, 4, group_size, False, False, "gptq", "gptq", rng_seed, bias=False)
+    _check_layer(96, 64, 4, group_size, False, False, "gptq", "gptq", rng_seed)
 
 
 @pytest.mark.parametrize("bits", [4, 8])
@@ -69,7 +67,7 @@ def test_detection_rule_values():
 def test_v1_zero_underflow_is_refused(rng_seed):
     """v1 writes zero 0 as -1, which saturates its word: no b-bit reading exists."""
     gen = torch.Generator().manual_seed(rng_seed)
-    tensors, _ = make_gptq_layer(64, 64, 4, 32, False, False, "gptq", False, gen)
+    tensors, _ = make_gptq_layer(64, 64, 4, 32, False, False, "gptq", gen)
     words = tensors["qzeros"].clone()
     words[1, 2] = -1 << 12  # what packing zero - 1 = -1 at field 3 of a word ORs in
     tensors["qzeros"] = words
@@ -77,10 +75,10 @@ def test_v1_zero_underflow_is_refused(rng_seed):
         _read(tensors, "l", {"bits": 4, "group_size": 32, "checkpoint_format": "gptq"}, 64, 64)
 
 
-def test_reads_from_safetensors_without_optional_tensors(tmp_path, rng_seed):
-    """g_idx and bias absent: safe_open raises its own error for them, read as absent."""
+def test_reads_from_safetensors_without_g_idx(tmp_path, rng_seed):
+    """g_idx absent (older AutoGPTQ): safe_open raises its own error for it, read as absent."""
     gen = torch.Generator().manual_seed(rng_seed)
-    tensors, w64 = make_gptq_layer(64, 32, 4, 32, False, False, "gptq_v2", False, gen)
+    tensors, w64 = make_gptq_layer(64, 32, 4, 32, False, False, "gptq_v2", gen)
     del tensors["g_idx"]
     save_file({f"p.{k}": v for k, v in tensors.items()}, tmp_path / "m.safetensors")
     cfg = {"bits": 4, "group_size": 32, "checkpoint_format": "gptq_v2"}
@@ -110,7 +108,7 @@ def test_bad_config_is_refused(change, match):
     ("g_idx", lambda t: t + 5, r"'p.g_idx'.*group indices in \[0, 2\)")])
 def test_bad_tensor_is_refused(key, bad, match, rng_seed):
     gen = torch.Generator().manual_seed(rng_seed)
-    tensors, _ = make_gptq_layer(64, 32, 4, 32, True, False, "gptq", False, gen)
+    tensors, _ = make_gptq_layer(64, 32, 4, 32, True, False, "gptq", gen)
     tensors[key] = bad(tensors[key])
     with pytest.raises(ValueError, match=match):
         _read(tensors, "p", {"bits": 4, "group_size": 32}, 64, 32)

@@ -1,4 +1,5 @@
-"""End to end: GPTQ and AWQ checkpoint directories of a tiny random Llama load through
+"""End to end: GPTQ and AWQ checkpoint directories of tiny random Llama / Qwen2 (q/k/v
+bias) models load through
 qrt.load_quantized, every quantized layer equal to the float64 oracle, logits equal to the
 oracle-weight float32 model's."""
 import pytest
@@ -33,18 +34,19 @@ def _check_loaded(path, ref, seed):
     return model
 
 
-@pytest.mark.parametrize("bits,fmt,sym,desc_act", [
-    (4, "gptq", True, False),     # the common AutoGPTQ export
-    (4, "gptq_v2", False, True),  # GPTQModel v2, act-order g_idx
-    (8, "gptq", False, False),
-    (3, "gptq_v2", True, True)])
-def test_gptq_checkpoint_loads(bits, fmt, sym, desc_act, tmp_path, rng_seed):
-    ref = write_gptq_checkpoint(tmp_path / "gptq", rng_seed, bits, 32, sym, desc_act, fmt)
+@pytest.mark.parametrize("family,bits,fmt,sym,desc_act", [
+    ("llama", 4, "gptq", True, False),     # the common AutoGPTQ export
+    ("qwen2", 4, "gptq_v2", False, True),  # GPTQModel v2, act-order g_idx, biases
+    ("llama", 8, "gptq", False, False),
+    ("llama", 3, "gptq_v2", True, True)])
+def test_gptq_checkpoint_loads(family, bits, fmt, sym, desc_act, tmp_path, rng_seed):
+    ref = write_gptq_checkpoint(tmp_path / "gptq", family, rng_seed, bits, 32, sym, desc_act, fmt)
     model = _check_loaded(tmp_path / "gptq", ref, rng_seed)
     layer = model.get_submodule("model.layers.0.mlp.up_proj")
     assert layer.scheme.symmetric == sym and layer.scheme.actorder == ("group" if desc_act else None)
 
 
-def test_awq_checkpoint_loads(tmp_path, rng_seed):
-    ref = write_awq_checkpoint(tmp_path / "awq", rng_seed, 32)
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_awq_checkpoint_loads(family, tmp_path, rng_seed):
+    ref = write_awq_checkpoint(tmp_path / "awq", family, rng_seed, 32)
     _check_loaded(tmp_path / "awq", ref, rng_seed)
