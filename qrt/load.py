@@ -17,6 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from qrt.embedding import QuantEmbedding, tied_head
+from qrt.formats.legacy import legacy_quant_config
 from qrt.formats.registry import reader_for
 from qrt.hub import resolve_model_dir
 from qrt.modules import QuantLinear
@@ -53,7 +54,7 @@ def load_quantized(repo_id_or_path: "str | os.PathLike | None" = "smollm2", devi
     """
     root = resolve_model_dir(repo_id_or_path)
     raw = json.loads((root / "config.json").read_text())
-    qcfg = raw.get("quantization_config")
+    qcfg = raw.get("quantization_config") or legacy_quant_config(root)  # AutoGPTQ/AutoAWQ's own saves
     if qcfg is None:
         raise ValueError(f"{root / 'config.json'}: no quantization_config; expected a quantized checkpoint "
                          "(make one with `qrt quantize`, or load this one with transformers)")

@@ -29,10 +29,12 @@ def tiny_model(family: str, seed: int) -> torch.nn.Module:
     return model
 
 
-def write_checkpoint(out: Path, family: str, seed: int, quant_config: dict, make_layer) -> torch.nn.Module:
+def write_checkpoint(out: Path, family: str, seed: int, quant_config: dict, make_layer,
+                     autogptq_layout: bool = False) -> torch.nn.Module:
     """make_layer(k, n, gen) -> (tensors, w64 [n, k]). Every Linear but lm_head is stored
     quantized (its bias, if any, stays a float tensor); the returned model carries the
-    oracle weights."""
+    oracle weights. autogptq_layout: as AutoGPTQ's save_quantized writes it: settings in
+    quantize_config.json (none in config.json), weights in gptq_model-<b>bit-<g>g.safetensors."""
     model = tiny_model(family, seed)
     gen = torch.Generator().manual_seed(seed)
     tensors = {}
@@ -48,23 +50,30 @@ def write_checkpoint(out: Path, family: str, seed: int, quant_config: dict, make
         if not (module in quantized and leaf == "weight"):
             tensors[name] = t.half() if t.is_floating_point() else t  # 16-bit, like real exports
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, out / "model.safetensors", metadata={"format": "pt"})
+    fname = "model.safetensors"
+    if autogptq_layout:
+        fname = f"gptq_model-{quant_config['bits']}bit-{quant_config['group_size']}g.safetensors"
+    save_file({k: v.contiguous() for k, v in tensors.items()}, out / fname, metadata={"format": "pt"})
     with torch.no_grad():  # the reference sees exactly what the file holds
         for name, t in model.state_dict().items():
             if name in tensors and t.is_floating_point():
                 t.copy_(tensors[name].float())
     config = model.config.to_dict()
-    config["quantization_config"] = quant_config
+    if autogptq_layout:
+        settings = {k: v for k, v in quant_config.items() if k != "quant_method"}
+        (out / "quantize_config.json").write_text(json.dumps(settings, indent=2))
+    else:
+        config["quantization_config"] = quant_config
     (out / "config.json").write_text(json.dumps(config, indent=2))
     return model
 
 
 def write_gptq_checkpoint(out: Path, family: str, seed: int, bits: int, group_size: int, sym: bool,
-                          desc_act: bool, fmt: str) -> torch.nn.Module:
+                          desc_act: bool, fmt: str, autogptq_layout: bool = False) -> torch.nn.Module:
     cfg = {"quant_method": "gptq", "bits": bits, "group_size": group_size, "desc_act": desc_act,
            "sym": sym, "checkpoint_format": fmt, "damp_percent": 0.01}
     return write_checkpoint(out, family, seed, cfg, lambda k, n, gen: make_gptq_layer(
-        k, n, bits, group_size, sym, desc_act, fmt, gen))
+        k, n, bits, group_size, sym, desc_act, fmt, gen), autogptq_layout)
 
 
 def write_awq_checkpoint(out: Path, family: str, seed: int, group_size: int) -> torch.nn.Module:

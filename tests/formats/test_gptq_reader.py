@@ -112,3 +112,18 @@ def test_bad_tensor_is_refused(key, bad, match, rng_seed):
     tensors[key] = bad(tensors[key])
     with pytest.raises(ValueError, match=match):
         _read(tensors, "p", {"bits": 4, "group_size": 32}, 64, 32)
+
+
+def test_legacy_config_files(tmp_path):
+    from qrt.formats.legacy import legacy_quant_config, lone_safetensors
+    assert legacy_quant_config(tmp_path) is None and lone_safetensors(tmp_path) is None
+    (tmp_path / "quant_config.json").write_text('{"w_bit": 4, "q_group_size": 128, "version": "GEMM"}')
+    assert legacy_quant_config(tmp_path) == {"quant_method": "awq", "w_bit": 4, "q_group_size": 128,
+                                             "version": "GEMM"}
+    (tmp_path / "quantize_config.json").write_text("[1]")
+    with pytest.raises(ValueError, match="quantize_config.json: expected a JSON object"):
+        legacy_quant_config(tmp_path)
+    (tmp_path / "a.safetensors").write_bytes(b"")
+    assert lone_safetensors(tmp_path) == "a.safetensors"
+    (tmp_path / "b.safetensors").write_bytes(b"")
+    assert lone_safetensors(tmp_path) is None

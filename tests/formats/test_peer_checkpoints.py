@@ -46,6 +46,14 @@ def test_gptq_checkpoint_loads(family, bits, fmt, sym, desc_act, tmp_path, rng_s
     assert layer.scheme.symmetric == sym and layer.scheme.actorder == ("group" if desc_act else None)
 
 
+def test_autogptq_own_layout_loads(tmp_path, rng_seed):
+    """AutoGPTQ's save_quantized: quantize_config.json, gptq_model-4bit-32g.safetensors."""
+    ref = write_gptq_checkpoint(tmp_path / "autogptq", "llama", rng_seed, 4, 32, True, True, "gptq",
+                                autogptq_layout=True)
+    assert not (tmp_path / "autogptq" / "model.safetensors").exists()
+    _check_loaded(tmp_path / "autogptq", ref, rng_seed)
+
+
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
 def test_awq_checkpoint_loads(family, tmp_path, rng_seed):
     ref = write_awq_checkpoint(tmp_path / "awq", family, rng_seed, 32)
