@@ -58,3 +58,19 @@ def test_autogptq_own_layout_loads(tmp_path, rng_seed):
 def test_awq_checkpoint_loads(family, tmp_path, rng_seed):
     ref = write_awq_checkpoint(tmp_path / "awq", family, rng_seed, 32)
     _check_loaded(tmp_path / "awq", ref, rng_seed)
+
+
+def test_act_order_gptq_round_trips_through_save_quantized(tmp_path, rng_seed):
+    """desc_act g_idx survives conversion to compressed-tensors (actorder "group",
+    weight_g_idx) and reads back exactly."""
+    import json
+    write_gptq_checkpoint(tmp_path / "gptq", "llama", rng_seed, 4, 32, False, True, "gptq_v2")
+    model = qrt.load_quantized(tmp_path / "gptq", dtype=torch.float16)
+    qrt.save_quantized(model, tmp_path / "ct")
+    qc = json.loads((tmp_path / "ct" / "config.json").read_text())["quantization_config"]
+    assert [g["weights"]["actorder"] for g in qc["config_groups"].values()] == ["group"]
+    back = qrt.load_quantized(tmp_path / "ct", dtype=torch.float16)
+    for name, layer in model.named_modules():
+        if isinstance(layer, QuantLinear):
+            assert torch.equal(back.get_submodule(name).weight_g_idx, layer.weight_g_idx), name
+            assert torch.equal(back.get_submodule(name).dequantize_weight(), layer.dequantize_weight()), name

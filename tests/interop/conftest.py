@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+# the GPTQ/AWQ checkpoint writers of tests/formats (peer_checkpoints.py), for conversion tests
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "formats"))
+
 SCRIPT = Path(__file__).with_name("make_llmcompressor_ckpt.py")
 ENV_VAR = "QRT_LLMCOMPRESSOR_PYTHON"
 

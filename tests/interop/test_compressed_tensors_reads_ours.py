@@ -89,3 +89,17 @@ def test_576_columns_get_a_power_of_two_group_compressed_tensors_reads(tmp_path,
     qc = json.loads((tmp_path / "q" / "config.json").read_text())["quantization_config"]
     assert sorted(g["weights"]["group_size"] for g in qc["config_groups"].values()) == [64, 128]
     assert assert_same_weights(model, decompressed_by_compressed_tensors(tmp_path / "q")) == 7
+
+
+@pytest.mark.parametrize("kind", ["gptq", "awq"])
+def test_gptq_and_awq_checkpoints_convert_to_files_compressed_tensors_reads(kind, tmp_path, rng_seed):
+    """load_quantized(AutoGPTQ / AutoAWQ dir) then save_quantized: a compressed-tensors
+    checkpoint with the same integers and scales (no act-order: see notes/README-interop.md)."""
+    from peer_checkpoints import write_awq_checkpoint, write_gptq_checkpoint
+    if kind == "gptq":
+        write_gptq_checkpoint(tmp_path / kind, "llama", rng_seed, 4, 32, True, False, "gptq")
+    else:
+        write_awq_checkpoint(tmp_path / kind, "llama", rng_seed, 32)
+    model = qrt.load_quantized(tmp_path / kind, dtype=torch.float16)
+    qrt.save_quantized(model, tmp_path / "ct")
+    assert assert_same_weights(model, decompressed_by_compressed_tensors(tmp_path / "ct")) == 14
