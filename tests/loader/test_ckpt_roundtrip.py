@@ -24,6 +24,14 @@ def fake_quant_float64(fp_model, qmodel):
     return ref
 
 
+def assert_matches_reference(q, ref):
+    """The CPU packed kernels (torch int4/int8 pack) compute in bf16, rounding x, scales and
+    y at 2^-8 relative: measured <= 0.0093 of the logit range on these models (fp32 paths:
+    ~1e-6). A swapped, transposed or missing layer moves logits by O(range)."""
+    err = (q.double() - ref.double()).abs().max() / ref.abs().max()
+    assert err < 0.03, f"max |logits - float64 reference| = {err:.4f} of the logit range"
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_roundtrip_exact_and_matches_dequantized_reference(family, make_model, ids_for, run_logits,
                                                             tmp_path, rng_seed):
@@ -39,10 +47,7 @@ def test_roundtrip_exact_and_matches_dequantized_reference(family, make_model, i
     assert sum(isinstance(m, QuantLinear) for m in loaded.modules()) == \
         sum(isinstance(m, QuantLinear) for m in model.modules()) > 0
     torch.testing.assert_close(run_logits(loaded, ids), q, rtol=0, atol=0)
-    # float64 reference: fp32 accumulation over a 2-layer model of width <= 320 keeps
-    # relative errors near 1e-6; 1e-4 of the logit range leaves room for kernel orderings
-    ref = run_logits(fake_quant_float64(fp, model), ids).double()
-    torch.testing.assert_close(q.double(), ref, rtol=0, atol=1e-4 * ref.abs().max().item())
+    assert_matches_reference(q, run_logits(fake_quant_float64(fp, model), ids))
     # close to the fp model. Tiny random models (weights ~N(0, 0.02)) have flat logits, so
     # relative logit errors are large: W4 g64 measured 0.02-0.32 across families (too close
     # to any bound to assert), W8 per-channel 0.002-0.019 (16x finer steps); assert W8 < 0.06
@@ -94,8 +99,7 @@ def test_quantized_embedding_roundtrip(family, make_model, ids_for, run_logits, 
     if model.config.tie_word_embeddings:
         assert loaded.lm_head.weight_packed is lemb.weight_packed
     torch.testing.assert_close(run_logits(loaded, ids), q, rtol=0, atol=0)
-    ref = run_logits(fake_quant_float64(fp, model), ids).double()
-    torch.testing.assert_close(q.double(), ref, rtol=0, atol=1e-4 * ref.abs().max().item())
+    assert_matches_reference(q, run_logits(fake_quant_float64(fp, model), ids))
 
 
 def test_int8_embedding_is_per_row_rtn(rng_seed):
