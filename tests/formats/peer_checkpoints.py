@@ -79,3 +79,20 @@ def write_gptq_checkpoint(out: Path, family: str, seed: int, bits: int, group_si
 def write_awq_checkpoint(out: Path, family: str, seed: int, group_size: int) -> torch.nn.Module:
     cfg = {"quant_method": "awq", "bits": 4, "group_size": group_size, "zero_point": True, "version": "gemm"}
     return write_checkpoint(out, family, seed, cfg, lambda k, n, gen: make_awq_layer(k, n, group_size, gen))
+
+
+def dequantize_in_place(model: torch.nn.Module) -> torch.nn.Module:
+    """Swap every QuantLinear for an nn.Linear holding its dequantized weight (its own
+    dtype) and bias: the loaded model with the reading checked and the kernels taken out."""
+    from qrt.modules import QuantLinear
+    from qrt.targets import set_submodule
+
+    for name, layer in [(n, m) for n, m in model.named_modules() if isinstance(m, QuantLinear)]:
+        dense = torch.nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None,
+                                dtype=layer.dtype)
+        with torch.no_grad():
+            dense.weight.copy_(layer.dequantize_weight())
+            if layer.bias is not None:
+                dense.bias.copy_(layer.bias)
+        set_submodule(model, name, dense)
+    return model

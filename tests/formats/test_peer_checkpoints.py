@@ -4,16 +4,21 @@ qrt.load_quantized, every quantized layer equal to the float64 oracle, logits eq
 oracle-weight float32 model's."""
 import pytest
 import torch
-from peer_checkpoints import write_awq_checkpoint, write_gptq_checkpoint
+from peer_checkpoints import dequantize_in_place, write_awq_checkpoint, write_gptq_checkpoint
 
 import qrt
 from qrt.modules import QuantLinear
 
-# The weights are bit-identical (checked below), so logits differ only by float32
-# summation order in the forward (dot products of <= 128 terms: relative error ~1e-6).
-# 1e-4 of the logits' range is far above that and far below one quantization step of one
-# weight (scales here are 1e-3..2e-2, moving logits by ~1e-3 of their range or more).
-LOGITS_RTOL_OF_RANGE = 1e-4
+# Reading: the loaded model with its QuantLinears swapped for their dequantized weights has
+# bit-identical weights (checked), so its logits differ from the reference only by float32
+# summation order (dot products of <= 128 terms: ~1e-6 relative). 1e-4 of the logits'
+# range is far above that and far below one quantization step of one weight (scales here
+# are 1e-3..2e-2, moving logits by ~1e-3 of their range or more).
+READ_TOL_OF_RANGE = 1e-4
+# The real forward: the CPU packed kernels round x, scales and y to bfloat16 (2^-9
+# relative): up to ~1e-2 of the range on tiny models; a swapped, transposed or misread
+# layer moves logits by O(range).
+KERNEL_TOL_OF_RANGE = 3e-2
 
 
 def _check_loaded(path, ref, seed):
@@ -25,12 +30,14 @@ def _check_loaded(path, ref, seed):
             assert isinstance(got, QuantLinear), name
             assert torch.equal(got.dequantize_weight(torch.float32), mod.weight), name
             n_quant += 1
-    assert n_quant == 14  # 7 Linear per Llama layer
+    assert n_quant == 14  # 7 Linear per Llama / Qwen2 layer
     ids = torch.randint(0, ref.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         want, got = ref(ids).logits, model(ids).logits
-    tol = LOGITS_RTOL_OF_RANGE * float(want.max() - want.min())
-    assert (got - want).abs().max() <= tol
+        read = dequantize_in_place(model)(ids).logits
+    span = float(want.max() - want.min())
+    assert (read - want).abs().max() <= READ_TOL_OF_RANGE * span
+    assert (got - want).abs().max() <= KERNEL_TOL_OF_RANGE * span
     return model
 
 
@@ -41,9 +48,10 @@ def _check_loaded(path, ref, seed):
     ("llama", 3, "gptq_v2", True, True)])
 def test_gptq_checkpoint_loads(family, bits, fmt, sym, desc_act, tmp_path, rng_seed):
     ref = write_gptq_checkpoint(tmp_path / "gptq", family, rng_seed, bits, 32, sym, desc_act, fmt)
-    model = _check_loaded(tmp_path / "gptq", ref, rng_seed)
-    layer = model.get_submodule("model.layers.0.mlp.up_proj")
-    assert layer.scheme.symmetric == sym and layer.scheme.actorder == ("group" if desc_act else None)
+    schemes = {n: m.scheme for n, m in qrt.load_quantized(tmp_path / "gptq").named_modules()
+               if isinstance(m, QuantLinear)}
+    assert {(s.symmetric, s.actorder) for s in schemes.values()} == {(sym, "group" if desc_act else None)}
+    _check_loaded(tmp_path / "gptq", ref, rng_seed)
 
 
 def test_autogptq_own_layout_loads(tmp_path, rng_seed):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-# the GPTQ/AWQ checkpoint writers of tests/formats (peer_checkpoints.py), for conversion tests
+# tests/formats/peer_checkpoints.py: GPTQ/AWQ checkpoint writers, dequantize_in_place
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "formats"))
 
 SCRIPT = Path(__file__).with_name("make_llmcompressor_ckpt.py")
