@@ -20,6 +20,7 @@ from qrt.embedding import QuantEmbedding, tied_head
 from qrt.formats.legacy import legacy_quant_config
 from qrt.formats.registry import reader_for
 from qrt.hub import resolve_model_dir
+from qrt.memory import release_freed_memory
 from qrt.modules import QuantLinear
 from qrt.shards import ShardIndex
 from qrt.skeleton import build_skeleton, load_config, meta_tensors, set_tensor
@@ -71,9 +72,11 @@ def load_quantized(repo_id_or_path: "str | os.PathLike | None" = "smollm2", devi
     model.to(stage)  # non-persistent buffers were built on the CPU
     if device_map is not None:
         model = _dispatch(model, device_map, dtype)
-    for m in model.modules():
-        if isinstance(m, QuantLinear):
-            m.finalize()
+    release_freed_memory()
+    for m in tqdm([m for m in model.modules() if isinstance(m, QuantLinear)], desc="Repacking for the backend",
+                  unit="layer", disable=not progress):
+        m.finalize()
+        release_freed_memory()
     model.qrt_checkpoint = {"path": str(root), "quantization_config": qcfg}
     return model
 
