@@ -17,8 +17,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from qrt.embedding import QuantEmbedding, tied_head
+from qrt.formats.legacy import legacy_quant_config
 from qrt.formats.registry import reader_for
 from qrt.hub import resolve_model_dir
+from qrt.memory import release_freed_memory
 from qrt.modules import QuantLinear
 from qrt.shards import ShardIndex
 from qrt.skeleton import build_skeleton, load_config, meta_tensors, set_tensor
@@ -53,7 +55,7 @@ def load_quantized(repo_id_or_path: "str | os.PathLike | None" = "smollm2", devi
     """
     root = resolve_model_dir(repo_id_or_path)
     raw = json.loads((root / "config.json").read_text())
-    qcfg = raw.get("quantization_config")
+    qcfg = raw.get("quantization_config") or legacy_quant_config(root)  # AutoGPTQ/AutoAWQ's own saves
     if qcfg is None:
         raise ValueError(f"{root / 'config.json'}: no quantization_config; expected a quantized checkpoint "
                          "(make one with `qrt quantize`, or load this one with transformers)")
@@ -70,9 +72,11 @@ def load_quantized(repo_id_or_path: "str | os.PathLike | None" = "smollm2", devi
     model.to(stage)  # non-persistent buffers were built on the CPU
     if device_map is not None:
         model = _dispatch(model, device_map, dtype)
-    for m in model.modules():
-        if isinstance(m, QuantLinear):
-            m.finalize()
+    release_freed_memory()
+    for m in tqdm([m for m in model.modules() if isinstance(m, QuantLinear)], desc="Repacking for the backend",
+                  unit="layer", disable=not progress):
+        m.finalize()
+        release_freed_memory()
     model.qrt_checkpoint = {"path": str(root), "quantization_config": qcfg}
     return model
 

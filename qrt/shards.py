@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from qrt.formats.legacy import lone_safetensors
+
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
 
@@ -38,8 +40,9 @@ class ShardIndex:
                 raise FileNotFoundError(f"{self.root}: shard {missing[0]} listed in {INDEX} is missing "
                                         f"({len(missing)} missing shard(s); it holds e.g. tensor '{example}')")
             return dict(weight_map)
-        if (self.root / SINGLE).is_file():
-            return {k: SINGLE for k in self._open(SINGLE).keys()}
+        single = SINGLE if (self.root / SINGLE).is_file() else lone_safetensors(self.root)
+        if single is not None:  # a lone file of another name: AutoGPTQ's gptq_model-4bit-128g
+            return {k: single for k in self._open(single).keys()}
         pickles = sorted(p.name for p in self.root.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
         if pickles:
             raise ValueError(f"{self.root}: only pickle weights found ({', '.join(pickles)}); qrt loads "

@@ -49,3 +49,18 @@ def sample_ids(model: torch.nn.Module, batch: int = 2, seq: int = 10) -> torch.T
 def logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return model(input_ids=ids).logits.float()
+
+
+def save_tiny_tokenizer(out_dir, vocab_size: int = 320):
+    """A word-level tokenizer over `vocab_size` made-up words with a chat template, saved
+    beside a tiny model so `qrt generate` runs end to end without network."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    vocab.update({f"w{i}": i for i in range(3, vocab_size)})
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    tok.chat_template = "{% for m in messages %}<s> {{ m['content'] }} </s>{% endfor %}<s>"
+    tok.save_pretrained(out_dir)
+    return tok

@@ -1,0 +1,150 @@
+"""Write compressed-tensors checkpoints with llmcompressor, plus compressed-tensors' own
+reading of them, for qrt's interop tests.
+
+Runs in an environment with llmcompressor installed (its own pins of transformers and
+compressed-tensors differ from qrt's, hence a separate venv and a subprocess), never
+imports qrt:
+
+    $QRT_LLMCOMPRESSOR_PYTHON tests/interop/make_llmcompressor_ckpt.py OUT_DIR [SCHEME ...] [--seed N]
+
+For each scheme, OUT_DIR/<scheme>/ is the checkpoint llmcompressor saves
+(save_compressed=True) of one tiny random Llama (float32, from --seed, identical across
+schemes; RTN through QuantizationModifier, GPTQ with 16 random calibration sequences
+through GPTQModifier), and OUT_DIR/<scheme>.reference.safetensors holds what compressed-tensors makes
+of it: transformers' from_pretrained with CompressedTensorsConfig(dequantize=True)
+decompresses every layer; we store
+  input_ids                  int64 [2, 16]    token ids drawn from --seed
+  logits                     float32 [2, 16, vocab] of the decompressed model
+  logits_fp                  float32 [2, 16, vocab] of the unquantized model
+  weight.<module name>       the decompressed weight of every quantized Linear
+OUT_DIR/fp/ is the unquantized model.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+SCHEMES = {
+    # name: (modifier class, preset scheme, extra modifier kwargs)
+    "w4a16": ("QuantizationModifier", "W4A16", {}),
+    "w4a16-asym": ("QuantizationModifier", "W4A16_ASYM", {}),
+    "w4a16-gptq-actorder": ("GPTQModifier", "W4A16", {"actorder": "weight"}),
+    "w8a16": ("QuantizationModifier", "W8A16", {}),
+    "w8a8": ("QuantizationModifier", "W8A8", {}),
+}
+
+
+def tiny_llama_config():
+    from transformers import LlamaConfig
+
+    # in_features 128 and 256: multiples of llmcompressor's default group size 128
+    return LlamaConfig(vocab_size=320, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                       tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+
+
+def tiny_tokenizer(vocab: int):
+    """A word-level tokenizer over tokens t0..t{vocab-1}: llmcompressor's calibration
+    pipeline wants a processor even for pre-tokenized data."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab)}, unk_token="t0"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="t0", pad_token="t0",
+                                   bos_token="t1", eos_token="t2")
+
+
+def make_fp_model(out: Path, seed: int) -> Path:
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(tiny_llama_config()).to(torch.float32)
+    with torch.no_grad():  # HF init (std 0.02) makes near-uniform logits; widen them
+        for p in model.parameters():
+            if p.ndim == 2:
+                p.normal_(0, 0.08)
+    path = out / "fp"
+    model.save_pretrained(path)
+    tiny_tokenizer(model.config.vocab_size).save_pretrained(path)
+    return path
+
+
+def calibration_dataset(vocab: int, seed: int):
+    from datasets import Dataset
+
+    g = torch.Generator().manual_seed(seed + 1)
+    ids = torch.randint(3, vocab, (16, 32), generator=g)
+    return Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist()})
+
+
+def quantize(fp_path: Path, name: str, out: Path, seed: int) -> Path:
+    import llmcompressor.modifiers.quantization as mods
+    from llmcompressor import oneshot
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cls_name, preset, extra = SCHEMES[name]
+    modifier = getattr(mods, cls_name)(targets="Linear", scheme=preset, ignore=["lm_head"], **extra)
+    model = AutoModelForCausalLM.from_pretrained(fp_path, dtype=torch.float32)
+    kwargs = {}
+    if cls_name == "GPTQModifier":
+        kwargs = dict(processor=AutoTokenizer.from_pretrained(fp_path), num_calibration_samples=16,
+                      dataset=calibration_dataset(model.config.vocab_size, seed), max_seq_length=32)
+    oneshot(model=model, recipe=[modifier], **kwargs)
+    path = out / name
+    model.save_pretrained(path, save_compressed=True)
+    return path
+
+
+def reference_outputs(fp_path: Path, ckpt: Path, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    from transformers import AutoModelForCausalLM, CompressedTensorsConfig
+
+    model = AutoModelForCausalLM.from_pretrained(
+        ckpt, dtype=torch.float32, quantization_config=CompressedTensorsConfig(dequantize=True))
+    fp = AutoModelForCausalLM.from_pretrained(fp_path, dtype=torch.float32)
+    ref = {"input_ids": input_ids}
+    with torch.no_grad():
+        ref["logits"] = model(input_ids).logits.float()
+        ref["logits_fp"] = fp(input_ids).logits.float()
+    for mod_name, module in model.named_modules():
+        if getattr(module, "quantization_scheme", None) is not None and hasattr(module, "weight"):
+            ref[f"weight.{mod_name}"] = module.weight.detach().clone()
+    return ref
+
+
+def main(argv=None) -> int:
+    from safetensors.torch import save_file
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("schemes", nargs="*", help=f"default: all of {list(SCHEMES)}")
+    p.add_argument("--seed", type=int, default=0, help="model weights, calibration data and inputs")
+    args = p.parse_args(argv)
+    unknown = set(args.schemes) - set(SCHEMES)
+    if unknown:
+        p.error(f"unknown schemes {sorted(unknown)}; expected some of {list(SCHEMES)}")
+    args.schemes = args.schemes or list(SCHEMES)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    fp_path = make_fp_model(args.out_dir, args.seed)
+    g = torch.Generator().manual_seed(args.seed + 2)
+    input_ids = torch.randint(3, tiny_llama_config().vocab_size, (2, 16), generator=g)
+    import compressed_tensors
+    import llmcompressor
+    import transformers
+
+    versions = {"llmcompressor": llmcompressor.__version__, "compressed_tensors": compressed_tensors.__version__,
+                "transformers": transformers.__version__, "torch": torch.__version__}
+    for name in args.schemes:
+        ckpt = quantize(fp_path, name, args.out_dir, args.seed)
+        ref = reference_outputs(fp_path, ckpt, input_ids)
+        save_file({k: v.contiguous() for k, v in ref.items()}, args.out_dir / f"{name}.reference.safetensors")
+    (args.out_dir / "versions.json").write_text(json.dumps(dict(versions, seed=args.seed), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
