@@ -134,10 +134,12 @@ def _assign(module: nn.Module, bufs: dict, name: str, device) -> None:
         want = module._buffers.get(k)
         if want is None:
             raise ValueError(f"tensor '{name}.{k}': not a buffer of {type(module).__name__} with this scheme")
-        if tuple(t.shape) != tuple(want.shape) or t.dtype != want.dtype:
+        # a reader may hand scales in another float dtype than the scheme's (fp16 -> fp32)
+        same_kind = t.dtype == want.dtype or (t.is_floating_point() and want.is_floating_point())
+        if tuple(t.shape) != tuple(want.shape) or not same_kind:
             raise ValueError(f"tensor '{name}.{k}': expected {want.dtype} {list(want.shape)}, "
                              f"found {t.dtype} {list(t.shape)}")
-        module._buffers[k] = t.to(device)
+        module._buffers[k] = t.to(device=device, dtype=want.dtype)
     module._buffers["weight_shape"] = _shape_buffer(module, device)
 
 
