@@ -23,6 +23,7 @@ static_groups=True makes None use up-front qparams too (exactly llmcompressor's 
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import torch
@@ -135,6 +136,21 @@ def _current_columns(W: torch.Tensor, W1: torch.Tensor, err1: torch.Tensor, U: t
     return torch.cat([inside, W[:, i2:end] - pending], dim=1)
 
 
+@contextlib.contextmanager
+def _single_thread(device: torch.device):
+    """The sweep is a long chain of tiny ops; on CPU, intra-op threads only add fork/join
+    overhead, which explodes when the cores are shared (measured 25x slower on 2 busy cores)."""
+    if device.type != "cpu":
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 def _gptq_sweep(W: torch.Tensor, U: torch.Tensor, quant: _ColumnQuantizer, block_size: int,
                 dynamic_groups: bool, mask: torch.Tensor | None) -> torch.Tensor:
     """The column sweep over W [out, in] (processing order, float32, updated in place) with
@@ -194,12 +210,30 @@ def gptq_quantize_weight(w: torch.Tensor, hessian: torch.Tensor, scheme: QuantSc
     Returns q int8 [out, in] (original column order), scale [out, n_groups] in the scheme's
     scale dtype (else w's), zero [out, n_groups] or None, and g_idx int32 [in] for
     actorder "group" (None otherwise). `QuantLinear.from_quantized(qw, scheme.replace(
-    actorder=actorder), bias, dtype)` packs it.
+    actorder=actorder), bias, dtype)` packs it. A Hessian that is not positive definite
+    after dampening -> GPTQFallbackWarning and RTN (`primitives.quantize_weight`).
     """
     _check_args(w, hessian, scheme, block_size, percdamp, actorder, static_groups)
     static = scheme.strategy != "group" or actorder == "weight" or bool(static_groups)
-    W = w.detach().to(torch.float32).clone()
-    H = hessian.detach().to(W.device, torch.float32).clone()
+    with _single_thread(w.device):
+        qw = _gptq(w.detach(), hessian.detach(), scheme, block_size, percdamp, actorder, static)
+    if qw is not None:
+        return qw
+    warnings.warn(f"GPTQ: the Hessian of {name} is not positive definite after dampening "
+                  f"(percdamp={percdamp}); quantizing {name} with round-to-nearest instead. "
+                  "More calibration samples or a larger percdamp usually fix this.",
+                  GPTQFallbackWarning, stacklevel=2)
+    qw = rtn_quantize_weight(w, scheme)
+    if actorder == "group":  # keep the layer format: an identity group map
+        g = torch.arange(w.shape[1], device=w.device) // scheme.effective_group_size(w.shape[1])
+        qw = QuantizedWeight(qw.q, qw.scale, qw.zero, g.to(torch.int32))
+    return qw
+
+
+def _gptq(w, hessian, scheme, block_size, percdamp, actorder, static) -> QuantizedWeight | None:
+    """The algorithm of gptq_quantize_weight; None when the Hessian cannot be factorized."""
+    W = w.to(torch.float32).clone()
+    H = hessian.to(W.device, torch.float32).clone()
     zeros = W == 0
     mask = (~zeros).float() if zeros.float().mean() >= SPARSITY_THRESHOLD else None
     perm = None
@@ -212,18 +246,10 @@ def gptq_quantize_weight(w: torch.Tensor, hessian: torch.Tensor, scheme: QuantSc
     W[:, dead] = 0.0
     U = inverse_hessian_factor(H, percdamp)
     if U is None:
-        warnings.warn(f"GPTQ: the Hessian of {name} is not positive definite after dampening "
-                      f"(percdamp={percdamp}); quantizing {name} with round-to-nearest instead. "
-                      "More calibration samples or a larger percdamp usually fix this.",
-                      GPTQFallbackWarning, stacklevel=2)
-        qw = rtn_quantize_weight(w, scheme)
-        if actorder == "group":  # keep the layer format: an identity group map
-            g = torch.arange(w.shape[1], device=w.device) // scheme.effective_group_size(w.shape[1])
-            qw = QuantizedWeight(qw.q, qw.scale, qw.zero, g.to(torch.int32))
-        return qw
+        return None
     quant = _ColumnQuantizer(scheme, *W.shape, weight_dtype=w.dtype, device=W.device)
     if static:
-        quant.set_static(w.detach(), perm)
+        quant.set_static(w, perm)
     Q = _gptq_sweep(W, U, quant, block_size, dynamic_groups=not static, mask=mask)
     scale, zero = quant.qparams()
     g_idx = None
