@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from qrt.convert import QuantizationRecord, layer_scheme, storage_dtype, tied_output_embedding
 from qrt.modules import QuantLinear
 from qrt.quantize.calib_data import calibration_windows
 from qrt.quantize.gptq import HessianAccumulator, gptq_quantize_weight
@@ -129,17 +130,17 @@ def _normalize_actorder(actorder: str | None) -> str | None:
 
 
 @torch.no_grad()
-def quantize_block(block: nn.Module, prefix: str, linears: dict[str, nn.Linear], scheme: QuantScheme,
+def quantize_block(block: nn.Module, prefix: str, linears: dict[str, tuple[nn.Linear, QuantScheme]],
                    inputs: list[tuple[torch.Tensor, dict]], gptq_kwargs: dict) -> list[torch.Tensor]:
-    """Calibrate, GPTQ and swap the `linears` (full names under `prefix`) of one block,
-    then return the quantized block's outputs for `inputs`."""
+    """Calibrate, GPTQ and swap the `linears` ({full name: (Linear, its scheme)} under
+    `prefix`) of one block, then return the quantized block's outputs for `inputs`."""
     device = inputs[0][0].device
-    hessians = BlockHessians(linears, device)
+    hessians = BlockHessians({n: lin for n, (lin, _) in linears.items()}, device)
     try:
         run_block(block, inputs, before_call=hessians.new_call)
     finally:
         hessians.remove()
-    for name, linear in linears.items():
+    for name, (linear, scheme) in linears.items():
         qw = gptq_quantize_weight(linear.weight, hessians.hessian(name), scheme, name=name, **gptq_kwargs)
         bias = None if linear.bias is None else linear.bias.detach()
         layer = QuantLinear.from_quantized(qw, scheme, bias=bias, dtype=linear.weight.dtype)
@@ -148,47 +149,65 @@ def quantize_block(block: nn.Module, prefix: str, linears: dict[str, nn.Linear],
     return run_block(block, inputs)
 
 
+def _plan_layers(model: nn.Module, scheme: QuantScheme, targets, ignore, ragged_groups: bool):
+    """{name: (Linear, layer scheme)} with qrt.convert's per-layer conventions (16-bit
+    scales, group size dividing in_features unless ragged_groups), the adjusted sizes,
+    the final ignore list and the tied lm_head name (never quantized on its own)."""
+    tied = tied_output_embedding(model)
+    ignore = tuple(ignore) + ((tied[0],) if tied and tied[0] not in ignore else ())
+    adjusted: dict[str, tuple[int, int]] = {}
+    plan = {}
+    for name, module in iter_targets(model, targets, ignore):
+        if not isinstance(module, nn.Linear):
+            raise ValueError(f"target '{name}' is a {type(module).__name__}; GPTQ quantizes nn.Linear layers only")
+        plan[name] = (module, layer_scheme(scheme, name, module, ragged_groups, adjusted))
+    return plan, adjusted, ignore, tied
+
+
 @torch.no_grad()
 def gptq_quantize_model(model: nn.Module, tokenizer, scheme: "str | QuantScheme",
                         calib: "str | Sequence[str] | None" = None, nsamples: int = 128,
                         seqlen: int = 512, actorder: str | None = "weight", percdamp: float = 0.01,
                         block_size: int = 128, ignore: Sequence[str] = ("lm_head",),
                         targets: Sequence[str] = ("Linear",), static_groups: bool | None = None,
-                        seed: int = 0, batch_size: int = 8, device=None,
+                        seed: int = 0, batch_size: int = 8, device=None, ragged_groups: bool = False,
                         progress: bool = True) -> nn.Module:
-    """GPTQ every target Linear of a decoder-only model in place (block by block) and
-    return it with QuantLinear layers.
+    """GPTQ every target Linear of a decoder-only model in place (block by block); returns
+    it with QuantLinear layers and a `qrt_quantization` record, ready for save_quantized.
 
-    calib: a text file path, a list of strings, or None (packaged WikiText-2 validation
-    split); nsamples windows of seqlen tokens drawn with `seed`. device: where each block
-    is calibrated (default: where the model is). Targeted Linears outside the decoder
-    blocks (none with the default ignore=["lm_head"]) get round-to-nearest.
+    calib: a text file path, a list of strings, or None (the packaged WikiText-2 validation
+    split); nsamples windows of seqlen tokens drawn with `seed`, run batch_size at a time.
+    device: where each block is calibrated (default: where the model is). Per-layer
+    conventions follow qrt.quantize_model (16-bit scales; a group size that does not divide
+    in_features is reduced unless ragged_groups). Targeted Linears outside the decoder blocks
+    get round-to-nearest.
     """
-    scheme = resolve_scheme(scheme)
-    actorder = _normalize_actorder(actorder)
-    if actorder == "group" and scheme.strategy != "group":
+    scheme = resolve_scheme(scheme).replace(actorder=_normalize_actorder(actorder))
+    if scheme.actorder == "group" and scheme.strategy != "group":
         raise ValueError(f"actorder 'group' needs a group-wise scheme, found strategy {scheme.strategy!r}")
-    layer_scheme = scheme.replace(actorder=actorder)
-    gptq_kwargs = dict(block_size=block_size, percdamp=percdamp, actorder=actorder, static_groups=static_groups)
+    gptq_kwargs = dict(block_size=block_size, percdamp=percdamp, actorder=scheme.actorder,
+                       static_groups=static_groups)
+    plan, adjusted, ignore, tied = _plan_layers(model, scheme, targets, ignore, ragged_groups)
     blocks_name, blocks = decoder_blocks(model)
     home = next(model.parameters()).device
     device = torch.device(device) if device is not None else home
-    all_targets = dict(iter_targets(model, targets, ignore))
     windows = calibration_windows(tokenizer, calib, nsamples, seqlen, seed)
     was_training = model.training
     model.eval()
     inputs = _to(capture_block_inputs(model, blocks[0], windows, batch_size), device)
-    bar = tqdm(list(enumerate(blocks)), desc=f"GPTQ {nsamples}x{seqlen}", disable=not progress)
-    for i, block in bar:
+    for i, block in enumerate(tqdm(blocks, desc=f"GPTQ {nsamples}x{seqlen}", disable=not progress)):
         prefix = f"{blocks_name}.{i}"
-        linears = {n: m for n, m in all_targets.items()
-                   if n.startswith(prefix + ".") and isinstance(m, nn.Linear)}
         block.to(device)
-        outputs = quantize_block(block, prefix, linears, layer_scheme, inputs, gptq_kwargs)
+        outputs = quantize_block(block, prefix, {n: v for n, v in plan.items() if n.startswith(prefix + ".")},
+                                 inputs, gptq_kwargs)
         block.to(home)
         inputs = [(out, kwargs) for out, (_, kwargs) in zip(outputs, inputs)]
-    for name, module in all_targets.items():
-        if not name.startswith(blocks_name + ".") and isinstance(module, nn.Linear):
-            set_submodule(model, name, QuantLinear.from_linear(module, scheme))
+    for name, (module, layer_s) in plan.items():
+        if not name.startswith(blocks_name + "."):
+            set_submodule(model, name, QuantLinear.from_linear(module, layer_s.replace(actorder=None)))
     model.train(was_training)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    model.qrt_quantization = QuantizationRecord(
+        scheme=scheme, targets=tuple(targets), ignore=ignore, adjusted=adjusted,
+        tied_head=tied[0] if tied else None, storage_dtype=storage_dtype(dtype), method="gptq")
     return model

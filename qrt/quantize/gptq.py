@@ -99,7 +99,7 @@ class _ColumnQuantizer:
     def start_group(self, cols: torch.Tensor, start: int) -> None:
         """Qparams for the group whose current column values are cols [out, <=G], which
         occupies processing positions start .. start + cols.shape[1]."""
-        scale, zero = compute_qparams(cols, self.scheme.replace(strategy="channel", group_size=None),
+        scale, zero = compute_qparams(cols, self.scheme.replace(strategy="channel", group_size=None, actorder=None),
                                       self.scale_dtype)
         self.scales.append(scale)
         self.zeros.append(zero)
