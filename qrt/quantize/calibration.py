@@ -18,12 +18,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from qrt.convert import QuantizationRecord, layer_scheme, storage_dtype, tied_output_embedding
+from qrt.convert import QuantizationRecord, storage_dtype
 from qrt.modules import QuantLinear
 from qrt.quantize.calib_data import calibration_windows
 from qrt.quantize.gptq import HessianAccumulator, gptq_quantize_weight
+from qrt.quantize.plan import plan_layers
 from qrt.schemes import QuantScheme, resolve_scheme
-from qrt.targets import iter_targets, set_submodule
+from qrt.targets import set_submodule
 
 
 class _Captured(Exception):
@@ -149,21 +150,6 @@ def quantize_block(block: nn.Module, prefix: str, linears: dict[str, tuple[nn.Li
     return run_block(block, inputs)
 
 
-def _plan_layers(model: nn.Module, scheme: QuantScheme, targets, ignore, ragged_groups: bool):
-    """{name: (Linear, layer scheme)} with qrt.convert's per-layer conventions (16-bit
-    scales, group size dividing in_features unless ragged_groups), the adjusted sizes,
-    the final ignore list and the tied lm_head name (never quantized on its own)."""
-    tied = tied_output_embedding(model)
-    ignore = tuple(ignore) + ((tied[0],) if tied and tied[0] not in ignore else ())
-    adjusted: dict[str, tuple[int, int]] = {}
-    plan = {}
-    for name, module in iter_targets(model, targets, ignore):
-        if not isinstance(module, nn.Linear):
-            raise ValueError(f"target '{name}' is a {type(module).__name__}; GPTQ quantizes nn.Linear layers only")
-        plan[name] = (module, layer_scheme(scheme, name, module, ragged_groups, adjusted))
-    return plan, adjusted, ignore, tied
-
-
 @torch.no_grad()
 def gptq_quantize_model(model: nn.Module, tokenizer, scheme: "str | QuantScheme",
                         calib: "str | Sequence[str] | None" = None, nsamples: int = 128,
@@ -187,7 +173,7 @@ def gptq_quantize_model(model: nn.Module, tokenizer, scheme: "str | QuantScheme"
         raise ValueError(f"actorder 'group' needs a group-wise scheme, found strategy {scheme.strategy!r}")
     gptq_kwargs = dict(block_size=block_size, percdamp=percdamp, actorder=scheme.actorder,
                        static_groups=static_groups)
-    plan, adjusted, ignore, tied = _plan_layers(model, scheme, targets, ignore, ragged_groups)
+    plan, adjusted, ignore, tied = plan_layers(model, scheme, targets, ignore, ragged_groups)
     blocks_name, blocks = decoder_blocks(model)
     home = next(model.parameters()).device
     device = torch.device(device) if device is not None else home
