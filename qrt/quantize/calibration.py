@@ -169,8 +169,6 @@ def gptq_quantize_model(model: nn.Module, tokenizer, scheme: "str | QuantScheme"
     get round-to-nearest.
     """
     scheme = resolve_scheme(scheme).replace(actorder=_normalize_actorder(actorder))
-    if scheme.actorder == "group" and scheme.strategy != "group":
-        raise ValueError(f"actorder 'group' needs a group-wise scheme, found strategy {scheme.strategy!r}")
     gptq_kwargs = dict(block_size=block_size, percdamp=percdamp, actorder=scheme.actorder,
                        static_groups=static_groups)
     plan, adjusted, ignore, tied = plan_layers(model, scheme, targets, ignore, ragged_groups)
