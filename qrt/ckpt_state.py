@@ -42,12 +42,12 @@ def checkpoint_tensors(model: nn.Module, dtype: torch.dtype) -> dict[str, torch.
     persistent buffer with floats cast to `dtype`. A tensor shared by several names (tied
     embeddings) is written once, under its first name."""
     out: dict[str, torch.Tensor] = {}
-    seen: set[int] = set()
+    seen: dict[int, torch.Tensor] = {}  # id -> tensor, held so ids of temporaries are never reused
 
     def put(key: str, t: torch.Tensor, cast: bool) -> None:
         if id(t) in seen:
             return
-        seen.add(id(t))
+        seen[id(t)] = t
         t = t.detach()
         if cast and t.is_floating_point():
             t = t.to(dtype)
@@ -63,7 +63,7 @@ def checkpoint_tensors(model: nn.Module, dtype: torch.dtype) -> dict[str, torch.
         if isinstance(m, (QuantLinear, QuantEmbedding)):
             if _is_tied_head(m):
                 for t in (m.weight_packed, m.weight_scale, m.weight_shape):
-                    seen.add(id(t))
+                    seen[id(t)] = t
             if getattr(m, "bias", None) is not None:
                 put(pre + "bias", m.bias, cast=True)
             continue
@@ -83,8 +83,8 @@ def _embedding_tensors(m: QuantEmbedding) -> dict[str, torch.Tensor]:
 def build_quantization_config(model: nn.Module, main_scheme=None) -> dict:
     """config.json `quantization_config`: one config group per distinct (scheme, format).
 
-    The group of `main_scheme` (else the most common one) targets the class "Linear"; the
-    others (adjusted group sizes, a quantized embedding) list exact module names, which
+    The group of `main_scheme` (else the most common one) targets the class "Linear" and
+    comes last; the others (adjusted group sizes, a quantized embedding) list exact module names, which
     win over class targets in compressed-tensors and vLLM. `ignore` lists every nn.Linear
     left unquantized (e.g. lm_head), so class targeting never claims it.
     """
@@ -99,7 +99,9 @@ def build_quantization_config(model: nn.Module, main_scheme=None) -> dict:
     for n, m, _ in layers:
         names.setdefault(key[id(m)], []).append(n)
     groups = {}
-    for i, (k, ns) in enumerate(sorted(names.items(), key=lambda kv: kv[0] != main)):
+    # exact-name groups first: compressed-tensors' matcher credits a module to the first
+    # target it meets and warns about "unmatched" targets otherwise (precedence is by kind)
+    for i, (k, ns) in enumerate(sorted(names.items(), key=lambda kv: kv[0] == main)):
         groups[f"group_{i}"] = config_group(k[0], ["Linear"] if k == main else ns, k[1])
     ignore = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) or _is_tied_head(m)]
     return quantization_config(groups, ignore)

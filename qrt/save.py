@@ -122,6 +122,7 @@ def _write_shards(tensors: dict[str, torch.Tensor], out: Path, max_shard_size) -
 def _write_config(model: nn.Module, qcfg: dict, dtype: torch.dtype, out: Path) -> None:
     cfg = model.config.to_dict()
     cfg.pop("quantization_config", None)
+    cfg["architectures"] = [type(model).__name__]  # as save_pretrained does: the loader builds this class
     cfg["dtype"] = str(dtype).removeprefix("torch.")
     if "torch_dtype" in cfg:
         cfg["torch_dtype"] = cfg["dtype"]

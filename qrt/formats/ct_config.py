@@ -24,9 +24,11 @@ _ACTORDER_ALIASES = {"static": "weight", "dynamic": "group", True: "group", Fals
 
 
 def layer_format(scheme: QuantScheme) -> str:
-    """pack-quantized for weight-only int (also 8-bit: compressed-tensors packs those too),
-    int-quantized (int8 `weight`, unpacked) when activations are quantized."""
-    return INT_QUANTIZED if scheme.activations is not None else PACK_QUANTIZED
+    """int-quantized (int8 `weight`, unpacked) for W8A8; pack-quantized otherwise: weight-only
+    (8-bit too, as compressed-tensors infers) and sub-8-bit weights with int8 activations
+    (W4A8: vLLM's W4A8 int scheme reads `weight_packed`; the group's explicit `format` makes
+    compressed-tensors honor it)."""
+    return INT_QUANTIZED if scheme.activations is not None and scheme.bits == 8 else PACK_QUANTIZED
 
 
 def weights_args(s: QuantScheme) -> dict:

@@ -1,0 +1,65 @@
+"""`qrt quantize MODEL --scheme w4a16 --out DIR`: RTN-quantize a model into a
+compressed-tensors checkpoint (vLLM / SGLang / transformers read it unchanged)."""
+from __future__ import annotations
+
+import argparse
+
+ORDER = 10
+
+
+def add_quantize_args(p: argparse.ArgumentParser) -> None:
+    """Every `qrt quantize` option, in one place (other methods add theirs here)."""
+    from qrt.schemes import PRESETS
+    p.add_argument("model", nargs="?", default="smollm2",
+                   help="local dir, repo id in the local HF cache, or 'smollm2' (default: the embedded model)")
+    p.add_argument("--scheme", default="w4a16",
+                   help=f"one of {', '.join(PRESETS)}, optionally with -gN (default: w4a16)")
+    p.add_argument("--group-size", type=int, help="override the scheme's group size")
+    p.add_argument("--ignore", nargs="*", default=["lm_head"],
+                   help="modules left unquantized: names, class names or re:regex (default: lm_head)")
+    p.add_argument("--targets", nargs="*", default=["Linear"], help="modules to quantize (default: Linear)")
+    p.add_argument("--ragged-groups", action="store_true",
+                   help="keep the group size even where it does not divide in_features (qrt-only files)")
+    p.add_argument("--quantize-embedding", action="store_true",
+                   help="store the embedding (and a tied lm_head) as int8 per row (qrt-only files)")
+    p.add_argument("--max-shard-size", default="2GB", help="largest safetensors shard (default: 2GB)")
+    p.add_argument("--trust-remote-code", action="store_true", help="run model code from its repository")
+    p.add_argument("--out", required=True, help="output checkpoint directory (written atomically)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("quantize", help="quantize a model into a compressed-tensors checkpoint",
+                       description=__doc__)
+    add_quantize_args(p)
+    p.set_defaults(func=run)
+
+
+def scheme_from_args(args):
+    from qrt.schemes import resolve_scheme
+    scheme = resolve_scheme(args.scheme)
+    if args.group_size is not None:
+        if scheme.strategy != "group":
+            raise SystemExit(f"--group-size: scheme {args.scheme!r} is per-{scheme.strategy}; "
+                             "expected a group scheme such as w4a16")
+        scheme = scheme.replace(group_size=args.group_size)
+    return scheme
+
+
+def run(args) -> int:
+    import logging
+
+    from qrt.hub import load_fp_model
+    from qrt.inspect_ckpt import checkpoint_info
+    from qrt.loader import quantize_model, save_quantized
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    scheme = scheme_from_args(args)
+    model, tok = load_fp_model(args.model, trust_remote_code=args.trust_remote_code)
+    quantize_model(model, scheme, ignore=args.ignore, targets=args.targets, progress=True,
+                   ragged_groups=args.ragged_groups, quantize_embedding=args.quantize_embedding)
+    info = save_quantized(model, args.out, max_shard_size=args.max_shard_size,
+                          ragged_groups=args.ragged_groups, tokenizer=tok)
+    print(info.summary())
+    ci = checkpoint_info(info.path)
+    print(f"size: {ci.file_bytes / 1e6:.1f} MB = {ci.ratio_vs_fp16:.3f}x the fp16 checkpoint "
+          f"({ci.fp16_bytes / 1e6:.1f} MB)")
+    return 0
