@@ -125,3 +125,23 @@ def test_actorder_group_needs_groups(tiny_lm_dir):
     model, tok = load(tiny_lm_dir)
     with pytest.raises(ValueError, match="actorder 'group' needs strategy 'group'"):
         gptq_quantize_model(model, tok, "w8a16", calib=TEXTS, actorder="group", progress=False)
+
+
+def test_cli_quantize_gptq_then_eval(tiny_lm_dir, tmp_path, capsys):
+    import json
+
+    from qrt.cli import main
+    from qrt.loader import load_quantized
+    calib = tmp_path / "calib.txt"
+    calib.write_text("\n\n".join(TEXTS))
+    out = tmp_path / "gptq"
+    assert main(["quantize", str(tiny_lm_dir), "--scheme", "w4a16-g32", "--method", "gptq", "--actorder",
+                 "group", "--calib", str(calib), "--nsamples", "4", "--seqlen", "32", "--out", str(out)]) == 0
+    weights = json.loads((out / "config.json").read_text())["quantization_config"]["config_groups"]["group_0"]
+    assert weights["weights"]["actorder"] == "group" and weights["weights"]["group_size"] == 32
+    model = load_quantized(out, device="cpu", progress=False)
+    assert model.model.layers[1].mlp.down_proj.weight_g_idx is not None
+    capsys.readouterr()
+    assert main(["eval", "ppl", str(out), "--text", str(calib), "--max-windows", "1", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "quantized checkpoint (compressed-tensors)" in printed and "perplexity:" in printed
