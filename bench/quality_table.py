@@ -1,7 +1,7 @@
 """Quality table: SmolLM2-135M perplexity on WikiText-2 (raw test, GPTQ-paper windows of
 2048 tokens) for fp32, RTN and GPTQ schemes, and llmcompressor's GPTQ side by side.
 
-  PYTHONPATH=.dev python bench/quality_table.py --windows 8            # every config
+  PYTHONPATH=.dev python bench/quality_table.py --windows 8 --threads 1   # every config
   PYTHONPATH=.dev python bench/quality_table.py --only fp32,w4a16-gptq-act --windows 0  # full text
 
 Each config's result is cached in bench/results/quality_runs/<config>__w<N>.json (N = 0:
@@ -105,6 +105,7 @@ def run_config(name: str, args) -> dict:
     t0 = time.time()
     res = perplexity(model, tokenize_eval_text(tok), max_windows=args.windows or None).to_dict()
     res.update(config=name, method=method, scheme=scheme, actorder=actorder, eval_seconds=time.time() - t0,
+               threads=torch.get_num_threads(),
                quantize_seconds=quant_seconds if method != "fp" else 0.0)
     if method == "llmc":
         res["quantize_seconds"] = llmc_seconds
@@ -120,7 +121,11 @@ def main() -> None:
     ap.add_argument("--nsamples", type=int, default=128)
     ap.add_argument("--seqlen", type=int, default=512)
     ap.add_argument("--llmc-python", default="/work/venvs/llmc/bin/python")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch intra-op threads (on a shared, oversubscribed CPU 1 avoids OpenMP thrash)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     RUNS.mkdir(parents=True, exist_ok=True)
     for name in args.only.split(","):
         if name not in CONFIGS:

@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from qrt.convert import QuantizationRecord, storage_dtype
+from qrt.eval.ppl import model_context
 from qrt.modules import QuantLinear
 from qrt.quantize.calib_data import calibration_windows
 from qrt.quantize.gptq import HessianAccumulator, gptq_quantize_weight
@@ -132,9 +133,11 @@ def _normalize_actorder(actorder: str | None) -> str | None:
 
 @torch.no_grad()
 def quantize_block(block: nn.Module, prefix: str, linears: dict[str, tuple[nn.Linear, QuantScheme]],
-                   inputs: list[tuple[torch.Tensor, dict]], gptq_kwargs: dict) -> list[torch.Tensor]:
+                   inputs: list[tuple[torch.Tensor, dict]], gptq_kwargs: dict,
+                   need_outputs: bool = True) -> list[torch.Tensor]:
     """Calibrate, GPTQ and swap the `linears` ({full name: (Linear, its scheme)} under
-    `prefix`) of one block, then return the quantized block's outputs for `inputs`."""
+    `prefix`) of one block, then return the quantized block's outputs for `inputs`
+    (none for the last block: nothing consumes them)."""
     device = inputs[0][0].device
     hessians = BlockHessians({n: lin for n, (lin, _) in linears.items()}, device)
     try:
@@ -147,7 +150,7 @@ def quantize_block(block: nn.Module, prefix: str, linears: dict[str, tuple[nn.Li
         layer = QuantLinear.from_quantized(qw, scheme, bias=bias, dtype=linear.weight.dtype)
         set_submodule(block, name[len(prefix) + 1:], layer)
     del hessians
-    return run_block(block, inputs)
+    return run_block(block, inputs) if need_outputs else []
 
 
 @torch.no_grad()
@@ -169,6 +172,9 @@ def gptq_quantize_model(model: nn.Module, tokenizer, scheme: "str | QuantScheme"
     get round-to-nearest.
     """
     scheme = resolve_scheme(scheme).replace(actorder=_normalize_actorder(actorder))
+    ctx = model_context(model)
+    if ctx is not None and seqlen > ctx:
+        raise ValueError(f"seqlen {seqlen} exceeds the model context of {ctx} tokens")
     gptq_kwargs = dict(block_size=block_size, percdamp=percdamp, actorder=scheme.actorder,
                        static_groups=static_groups)
     plan, adjusted, ignore, tied = plan_layers(model, scheme, targets, ignore, ragged_groups)
@@ -183,7 +189,7 @@ def gptq_quantize_model(model: nn.Module, tokenizer, scheme: "str | QuantScheme"
         prefix = f"{blocks_name}.{i}"
         block.to(device)
         outputs = quantize_block(block, prefix, {n: v for n, v in plan.items() if n.startswith(prefix + ".")},
-                                 inputs, gptq_kwargs)
+                                 inputs, gptq_kwargs, need_outputs=i + 1 < len(blocks))
         block.to(home)
         inputs = [(out, kwargs) for out, (_, kwargs) in zip(outputs, inputs)]
     for name, (module, layer_s) in plan.items():

@@ -145,3 +145,9 @@ def test_cli_quantize_gptq_then_eval(tiny_lm_dir, tmp_path, capsys):
     assert main(["eval", "ppl", str(out), "--text", str(calib), "--max-windows", "1", "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert "quantized checkpoint (compressed-tensors)" in printed and "perplexity:" in printed
+
+
+def test_seqlen_beyond_context_raises(tiny_lm_dir):
+    model, tok = load(tiny_lm_dir)
+    with pytest.raises(ValueError, match="exceeds the model context of 128"):
+        gptq_quantize_model(model, tok, "w4a16-g32", calib=TEXTS, seqlen=256, progress=False)
