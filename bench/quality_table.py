@@ -94,19 +94,20 @@ def run_config(name: str, args) -> dict:
     from qrt.quantize.calibration import gptq_quantize_model
     method, scheme, actorder = CONFIGS[name]
     model, tok, model_dir = load_fp32()
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
     if method == "rtn":
         quantize_model(model, scheme, progress=False)
     elif method == "gptq":
         gptq_quantize_model(model, tok, scheme, nsamples=args.nsamples, seqlen=args.seqlen, actorder=actorder)
     elif method == "llmc":
         llmc_seconds = llmc_quantize(model, tok, model_dir, scheme, actorder, args)
-    quant_seconds = time.time() - t0
+    quant_seconds, quant_cpu = time.time() - t0, time.process_time() - cpu0
     t0 = time.time()
     res = perplexity(model, tokenize_eval_text(tok), max_windows=args.windows or None).to_dict()
     res.update(config=name, method=method, scheme=scheme, actorder=actorder, eval_seconds=time.time() - t0,
                threads=torch.get_num_threads(),
-               quantize_seconds=quant_seconds if method != "fp" else 0.0)
+               quantize_seconds=quant_seconds if method != "fp" else 0.0,
+               quantize_cpu_seconds=quant_cpu if method in ("rtn", "gptq") else None)
     if method == "llmc":
         res["quantize_seconds"] = llmc_seconds
     if method in ("gptq", "llmc"):
