@@ -1,5 +1,6 @@
-"""`qrt quantize MODEL --scheme w4a16 --out DIR`: RTN-quantize a model into a
-compressed-tensors checkpoint (vLLM / SGLang / transformers read it unchanged)."""
+"""`qrt quantize MODEL --scheme w4a16 --out DIR [--method gptq]`: quantize a model (RTN, or
+GPTQ calibrated on text) into a compressed-tensors checkpoint (vLLM / SGLang /
+transformers read it unchanged)."""
 from __future__ import annotations
 
 import argparse
@@ -25,6 +26,23 @@ def add_quantize_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-shard-size", default="2GB", help="largest safetensors shard (default: 2GB)")
     p.add_argument("--trust-remote-code", action="store_true", help="run model code from its repository")
     p.add_argument("--out", required=True, help="output checkpoint directory (written atomically)")
+    add_gptq_args(p)
+
+
+def add_gptq_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("GPTQ (--method gptq)")
+    g.add_argument("--method", choices=["rtn", "gptq"], default="rtn",
+                   help="rtn: round to nearest (default); gptq: GPTQ with calibration text")
+    g.add_argument("--actorder", choices=["weight", "group", "none"], default="weight",
+                   help="column order: weight (default; no g_idx), group (g_idx; qrt reads it, "
+                        "compressed-tensors >= 0.19 rejects it) or none")
+    g.add_argument("--calib", default=None,
+                   help="calibration text file (default: the packaged WikiText-2 validation split)")
+    g.add_argument("--nsamples", type=int, default=128, help="calibration windows (default: 128)")
+    g.add_argument("--seqlen", type=int, default=512, help="tokens per calibration window (default: 512)")
+    g.add_argument("--percdamp", type=float, default=0.01, help="Hessian dampening (default: 0.01)")
+    g.add_argument("--block-size", type=int, default=128, help="GPTQ lazy-update block (default: 128)")
+    g.add_argument("--calib-device", default=None, help="device blocks are calibrated on (default: the model's)")
 
 
 def register(sub) -> None:
@@ -54,8 +72,11 @@ def run(args) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     scheme = scheme_from_args(args)
     model, tok = load_fp_model(args.model, trust_remote_code=args.trust_remote_code)
-    quantize_model(model, scheme, ignore=args.ignore, targets=args.targets, progress=True,
-                   ragged_groups=args.ragged_groups, quantize_embedding=args.quantize_embedding)
+    if args.method == "gptq":
+        run_gptq(model, tok, scheme, args)
+    else:
+        quantize_model(model, scheme, ignore=args.ignore, targets=args.targets, progress=True,
+                       ragged_groups=args.ragged_groups, quantize_embedding=args.quantize_embedding)
     info = save_quantized(model, args.out, max_shard_size=args.max_shard_size,
                           ragged_groups=args.ragged_groups, tokenizer=tok)
     print(info.summary())
@@ -63,3 +84,16 @@ def run(args) -> int:
     print(f"size: {ci.file_bytes / 1e6:.1f} MB = {ci.ratio_vs_fp16:.3f}x the fp16 checkpoint "
           f"({ci.fp16_bytes / 1e6:.1f} MB)")
     return 0
+
+
+def run_gptq(model, tok, scheme, args) -> None:
+    from qrt.quantize.calibration import gptq_quantize_model
+    if tok is None:
+        raise SystemExit(f"--method gptq: {args.model} has no tokenizer files; GPTQ needs one to "
+                         "tokenize the calibration text")
+    if args.quantize_embedding:
+        raise SystemExit("--quantize-embedding is RTN-only; drop it or use --method rtn")
+    gptq_quantize_model(model, tok, scheme, calib=args.calib, nsamples=args.nsamples, seqlen=args.seqlen,
+                        actorder=args.actorder, percdamp=args.percdamp, block_size=args.block_size,
+                        ignore=args.ignore, targets=args.targets, device=args.calib_device,
+                        ragged_groups=args.ragged_groups)
