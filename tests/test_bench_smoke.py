@@ -65,3 +65,26 @@ def test_bench_kernels_rejects_bad_shape(tmp_path):
     proc = subprocess.run([sys.executable, str(BENCH / "bench_kernels.py"), "--quick", "--shapes", "4096",
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "shape must be NxK" in proc.stderr
+
+
+@pytest.mark.slow  # ~30 s on two busy cores: six tiny models plus three dynamo traces
+def test_bench_decode_quick(tmp_path):
+    _run("bench_decode.py", "--quick", "--schemes", "dense,w4a16,torch_int4", "--batch", "1,2",
+         "--out", str(tmp_path))
+    report = json.loads((tmp_path / "decode_cpu_quick.json").read_text())
+    rows = report["results"]
+    assert all("error" not in r for r in rows), rows
+    assert {(r["scheme"], r["batch"]) for r in rows} == {(s, b) for s in ("fp32", "w4a16", "torch_int4")
+                                                          for b in (1, 2)}
+    layers = report["config"]["model"]["num_hidden_layers"]
+    for r in rows:
+        assert r["tokens_per_s"] > 0 and r["mode"] == "eager"
+        assert r["tokens_per_s"] == pytest.approx(r["batch"] * 1e3 / r["ms_per_step"])
+        if r["scheme"] != "fp32":  # 7 Linear layers per block swapped; lm_head kept dense
+            assert r["quantize"]["quantized_layers"] == 7 * layers
+            assert not r["quantize"].get("lm_head_quantized", False)
+    checks = {c["scheme"]: c for c in report["compile_checks"]}
+    for scheme in ("dense", "w4a16", "torch_int4"):
+        # a graph break would raise under fullgraph=True; aot_eager runs the same float32 ops
+        assert checks[scheme]["fullgraph_ok"], checks[scheme]
+        assert checks[scheme]["rel_diff_vs_eager"] < 1e-5
