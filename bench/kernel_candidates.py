@@ -83,12 +83,20 @@ def _qrt_candidates(lin: nn.Linear, scheme: str, device, dispatch) -> tuple[list
     tol = TOL_A16 if s.activations is None else TOL_A8
     common = dict(scheme=scheme, tol=tol, flops_per_row=2 * n * k, out_bytes_per_row=n * lin.weight.element_size())
     out = [Candidate(f"qrt_{scheme}", "qrt", lin.weight.dtype, _layer_bytes(layer), list(layers), ref, **common)]
-    if s.activations is None and hasattr(dispatch, "dequant_matmul"):
-        calls = [lambda x, l=l: dispatch.dequant_matmul(x, l.weight_packed, l.weight_scale, l.weight_zero_point,
-                                                         s.bits, l.group_size) for l in layers]
+    if s.activations is None and hasattr(dispatch, "dequant_matmul") and s.actorder != "group":
+        calls = [_dispatch_a16(dispatch, l) for l in layers]
         out.append(Candidate(f"qrt_{scheme}_dispatch", "qrt_dispatch", lin.weight.dtype, _layer_bytes(layer),
                              calls, ref, **common))
     return out, layer
+
+
+def _dispatch_a16(dispatch, layer: QuantLinear) -> Callable:
+    """x -> dispatch.dequant_matmul on the layer's checkpoint-layout buffers (zero points
+    unpacked to int8 [N, groups], as the entry point takes them)."""
+    scale, zero = layer.qparams() if hasattr(layer, "qparams") else (layer.weight_scale, None)
+    zero = None if zero is None else zero.to(torch.int8).contiguous()
+    w, scale, bits, g = layer.weight_packed, scale.contiguous(), layer.scheme.bits, layer.group_size
+    return lambda x: dispatch.dequant_matmul(x, w, scale, zero, bits, g)
 
 
 def _peer_candidates(lin, layers_by_scheme, device) -> list[Candidate]:
