@@ -19,12 +19,13 @@ def unpack_rows(w_packed: torch.Tensor, bits: int, k: int) -> torch.Tensor:
 
 
 def dequant_weight(w_packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
-                   bits: int, group_size: int, k: int) -> torch.Tensor:
-    """-> float32 W [N, K] = (q - zero) * scale; scales/zeros [N, ceil(K/group_size)]."""
+                   bits: int, group_size: int, k: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """-> W [N, K] = (q - zero) * scale, computed in float32, returned in dtype;
+    scales/zeros [N, ceil(K/group_size)]. Twin of qrt_kernels.dequant.dequant_weight."""
     q = unpack_rows(w_packed, bits, k).float()
     if zeros is not None:
         q = q - zeros.float().repeat_interleave(group_size, dim=1)[:, :k]
-    return q * scales.float().repeat_interleave(group_size, dim=1)[:, :k]
+    return (q * scales.float().repeat_interleave(group_size, dim=1)[:, :k]).to(dtype)
 
 
 def dequant_matmul_ref(x: torch.Tensor, w_packed: torch.Tensor, scales: torch.Tensor,

@@ -101,10 +101,10 @@ class QuantLinear(nn.Module):
     def group_size(self) -> int:
         return self.scheme.effective_group_size(self.in_features)
 
-    def qweight(self) -> QuantizedWeight:
-        """The unpacked integers and qparams: q int8 [out, in], scale/zero [out, n_groups]."""
+    def qparams(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Unpacked scale [out, n_groups] and int8 zero [out, n_groups] or None (the tensor
+        strategy's single value broadcast over rows), without unpacking the weight."""
         s = self.scheme
-        q = unpack_int32(self.weight_packed, s.bits, self.in_features)
         scale = self.weight_scale.reshape(1, 1).expand(self.out_features, 1) \
             if s.strategy == "tensor" else self.weight_scale
         zero = None
@@ -113,7 +113,12 @@ class QuantLinear(nn.Module):
             zero = unpack_int32(self.weight_zero_point, s.bits, rows, dim=0)
             if s.strategy == "tensor":
                 zero = zero.expand(self.out_features, 1)
-        return QuantizedWeight(q, scale, zero, self.weight_g_idx)
+        return scale, zero
+
+    def qweight(self) -> QuantizedWeight:
+        """The unpacked integers and qparams: q int8 [out, in], scale/zero [out, n_groups]."""
+        q = unpack_int32(self.weight_packed, self.scheme.bits, self.in_features)
+        return QuantizedWeight(q, *self.qparams(), self.weight_g_idx)
 
     def dequantize_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """fp weight [out, in] = (q - zero) * scale (in dtype, default the layer's)."""

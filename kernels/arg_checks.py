@@ -1,0 +1,87 @@
+"""Argument checks shared by the WxA16 launchers, the dispatcher and the custom ops' fakes.
+
+Every failure is a ValueError that names what was expected and what was found, so a
+caller with a wrong checkpoint tensor learns which one and why. The checks read only
+shapes, dtypes, strides and devices (never data), so they also run on meta tensors.
+"""
+from __future__ import annotations
+
+import torch
+
+ACT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+SCALE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+ZERO_DTYPES = (torch.int8, torch.int16, torch.int32)
+KERNEL_BITS = (2, 4, 8)  # bit widths that divide 32: no value straddles an int32 word
+
+
+def _dtype_name(d: torch.dtype) -> str:
+    return str(d).replace("torch.", "")
+
+
+def expect_dtype(name: str, t: torch.Tensor, allowed: tuple) -> None:
+    if t.dtype not in allowed:
+        names = ", ".join(_dtype_name(d) for d in allowed)
+        raise ValueError(f"{name}: expected dtype in ({names}), found {_dtype_name(t.dtype)}")
+
+
+def expect_shape(name: str, t: torch.Tensor, shape: tuple) -> None:
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, found {tuple(t.shape)}")
+
+
+def expect_same_device_contiguous(named: list[tuple[str, torch.Tensor]], device: torch.device) -> None:
+    for name, t in named:
+        if t.device != device:
+            raise ValueError(f"{name}: expected device {device}, found {t.device}")
+        if not t.is_contiguous():
+            raise ValueError(f"{name}: expected a contiguous tensor, found strides {t.stride()} "
+                             f"for shape {tuple(t.shape)}")
+
+
+def check_packed_weight_args(w_packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
+                             bits: int, group_size: int, k: int) -> int:
+    """Validate a packed weight of K = k input columns -> N (rows).
+
+    w_packed int32 [N, ceil(K*bits/32)]; scales fp16/bf16/fp32 [N, ceil(K/group_size)];
+    zeros int8/16/32 with the scales' shape, or None. Devices are checked by the caller.
+    """
+    if bits not in KERNEL_BITS:
+        raise ValueError(f"bits: expected one of {KERNEL_BITS}, found {bits!r}")
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size <= 0:
+        raise ValueError(f"group_size: expected a positive int, found {group_size!r}")
+    expect_dtype("w_packed", w_packed, (torch.int32,))
+    if w_packed.ndim != 2:
+        raise ValueError(f"w_packed: expected 2 dims [N, ceil(K*bits/32)], found shape {tuple(w_packed.shape)}")
+    n = w_packed.shape[0]
+    expect_shape("w_packed", w_packed, (n, -(-k * bits // 32)))
+    expect_dtype("scales", scales, SCALE_DTYPES)
+    n_groups = -(-k // group_size)
+    expect_shape("scales", scales, (n, n_groups))
+    if zeros is not None:
+        expect_dtype("zeros", zeros, ZERO_DTYPES)
+        expect_shape("zeros", zeros, (n, n_groups))
+    return n
+
+
+def check_dequant_matmul_args(x: torch.Tensor, w_packed: torch.Tensor, scales: torch.Tensor,
+                              zeros: torch.Tensor | None, bits: int, group_size: int,
+                              bias: torch.Tensor | None) -> tuple[int, int, int]:
+    """Validate the arguments of y = x @ dequant(W).T (+ bias) -> (M, N, K).
+
+    x [M, K] fp16/bf16/fp32; packed weight as in check_packed_weight_args; bias [N] float
+    or None. All on x's device, all contiguous.
+    """
+    if x.ndim != 2:
+        raise ValueError(f"x: expected 2 dims [M, K], found shape {tuple(x.shape)}")
+    expect_dtype("x", x, ACT_DTYPES)
+    m, k = x.shape
+    n = check_packed_weight_args(w_packed, scales, zeros, bits, group_size, k)
+    named = [("x", x), ("w_packed", w_packed), ("scales", scales)]
+    if zeros is not None:
+        named.append(("zeros", zeros))
+    if bias is not None:
+        expect_dtype("bias", bias, SCALE_DTYPES)
+        expect_shape("bias", bias, (n,))
+        named.append(("bias", bias))
+    expect_same_device_contiguous(named, x.device)
+    return m, n, k

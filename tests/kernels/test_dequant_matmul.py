@@ -1,0 +1,123 @@
+"""The WxA16 kernels (decode, tile, dequant) against their plain-torch twins, and the twins
+against float64 math. On the CPU the kernels run under TRITON_INTERPRET=1, so shapes are
+small; N=80 is not a multiple of any block, K=200 leaves a ragged last group (200 = 3*64 + 8).
+
+Tolerances are rounding-error bounds, not fudge factors. With S = |x| @ |W|.T:
+  fp32 accumulation of K products errs by at most K * 2^-24 * S (classic gamma_K bound);
+  the final cast to x.dtype by at most u(x.dtype) * |y| (u: unit roundoff, 2^-11 for fp16);
+  a weight rounded to x.dtype before the MMA (tile kernel, per-element scale mode) adds
+  u(x.dtype) * S. Two results that each meet a bound differ by at most the sum.
+"""
+import pytest
+import torch
+
+from packed_cases import FP32_UNIT, UNIT_ROUNDOFF, assert_within, make_case, reference64
+from qrt_kernels.a16_configs import A16Config
+from qrt_kernels.reference import dequant_matmul_ref, dequant_weight as dequant_weight_ref
+
+INTERPRETED = not torch.cuda.is_available()
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+N, K = 80, 200
+DECODE = A16Config("decode", None, block_m=8, block_n=64, block_k=64, split_k=1)
+TILE = A16Config("tile", None, block_m=16, block_n=64, block_k=64, split_k=1)
+
+
+def _launch(kernel: str, *args, cfg: A16Config | None = None):
+    from qrt_kernels.dequant_matmul import dequant_matmul_decode, dequant_matmul_tile
+    fn = dequant_matmul_decode if kernel == "decode" else dequant_matmul_tile
+    return fn(*args, cfg=cfg or (DECODE if kernel == "decode" else TILE))
+
+
+def _inputs(m, bits, group_size, asym, dtype, with_bias=True, n=N, k=K):
+    case = make_case(n, k, bits, group_size, asym)
+    x = torch.randn(m, k).to(dtype)
+    bias = torch.randn(n).to(dtype) if with_bias else None
+    return case, x, bias
+
+
+def _to(dev, *ts):
+    return [None if t is None else t.to(dev) for t in ts]
+
+
+def _kernel_vs_twin(kernel, case, x, bias, weight_rounded=False, cfg=None):
+    args = (case.w_packed, case.scales, case.zeros, case.bits, case.group_size)
+    y = _launch(kernel, *_to(DEVICE, x, *args[:3]), *args[3:], *_to(DEVICE, bias), cfg=cfg).cpu()
+    twin = dequant_matmul_ref(x, *args, bias)
+    assert y.dtype == x.dtype and y.shape == twin.shape
+    _, s = reference64(x, case, bias)
+    u = UNIT_ROUNDOFF[x.dtype]
+    tol = 2 * K * FP32_UNIT * s + 2 * u * twin.double().abs() + (u * s if weight_rounded else 0)
+    assert_within(y, twin, tol, f"{kernel} kernel vs twin")
+
+
+@pytest.mark.parametrize("kernel", ["decode", "tile"])
+@pytest.mark.parametrize("m", [1, 3, 16, 17, 33, 64])
+def test_kernels_match_twin_over_m(kernel, m, rng_seed):
+    case, x, bias = _inputs(m, bits=4, group_size=64, asym=True, dtype=torch.float16)
+    _kernel_vs_twin(kernel, case, x, bias)
+
+
+@pytest.mark.parametrize("kernel", ["decode", "tile"])
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("asym", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_kernels_match_twin_bits_sym_dtype(kernel, bits, asym, dtype, rng_seed):
+    m = 3 if kernel == "decode" else 17
+    case, x, bias = _inputs(m, bits, 64, asym, dtype, with_bias=asym)
+    _kernel_vs_twin(kernel, case, x, bias)
+
+
+@pytest.mark.parametrize("kernel", ["decode", "tile"])
+@pytest.mark.parametrize("group_size", [K, 256])  # per-channel: scales [N, 1]; G > K too
+def test_kernels_per_channel(kernel, group_size, rng_seed):
+    case, x, bias = _inputs(5, 8, group_size, asym=False, dtype=torch.float16)
+    assert case.scales.shape == (N, 1)
+    _kernel_vs_twin(kernel, case, x, bias)
+
+
+@pytest.mark.parametrize("group_size", [40, 32])  # 40: no power-of-two BLOCK_K divides it
+def test_tile_per_element_scale_mode(group_size, rng_seed):
+    # BLOCK_K=64 straddles groups, so the kernel scales each element and rounds the weight
+    # to fp16 before the MMA: the weight-rounding term of the bound applies
+    case, x, bias = _inputs(17, 4, group_size, asym=True, dtype=torch.float16)
+    _kernel_vs_twin("tile", case, x, bias, weight_rounded=True)
+
+
+@pytest.mark.parametrize("kernel", ["decode", "tile"])
+def test_split_k_atomics(kernel, rng_seed):
+    # 3 K slices of 64 columns over K=200: fp32 partial sums added atomically, cast after
+    base = DECODE if kernel == "decode" else TILE
+    case, x, bias = _inputs(17, 4, 64, asym=True, dtype=torch.float16)
+    _kernel_vs_twin(kernel, case, x, bias, cfg=base.replace(split_k=3))
+
+
+@pytest.mark.skipif(INTERPRETED, reason="bf16 tl.dot / casts give garbage under TRITON_INTERPRET; runs on GPU")
+@pytest.mark.parametrize("kernel", ["decode", "tile"])
+def test_kernels_bf16(kernel, rng_seed):
+    case, x, bias = _inputs(17, 4, 64, asym=True, dtype=torch.bfloat16)
+    _kernel_vs_twin(kernel, case, x, bias)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_dequant_kernel_matches_twin(bits, dtype, rng_seed):
+    from qrt_kernels.dequant import dequant_weight
+    case = make_case(N, K, bits, 64, asym=bits != 8)
+    args = (case.w_packed, case.scales, case.zeros)
+    w = dequant_weight(*_to(DEVICE, *args), bits, 64, K, dtype=dtype).cpu()
+    # both compute (q - z) * s exactly in fp32 (|q - z| <= 255, fp16 scales), then round once
+    assert torch.equal(w, dequant_weight_ref(*args, bits, 64, K, dtype=dtype))
+    assert torch.equal(w, case.weight64().to(dtype))
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("asym", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("m, group_size", [(1, 64), (3, 32), (17, K), (33, 48)])
+def test_twin_matches_float64(bits, asym, dtype, m, group_size, rng_seed):
+    case, x, bias = _inputs(m, bits, group_size, asym, dtype, with_bias=m != 3)
+    y = dequant_matmul_ref(x, case.w_packed, case.scales, case.zeros, bits, group_size, bias)
+    y64, s = reference64(x, case, bias)
+    # the twin's fp32 weight is exact, so only accumulation, the bias add and the cast err
+    tol = K * FP32_UNIT * s + (UNIT_ROUNDOFF[dtype] + 2 * FP32_UNIT) * y64.abs()
+    assert_within(y, y64, tol, "twin vs float64")
