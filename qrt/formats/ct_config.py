@@ -1,0 +1,133 @@
+"""compressed-tensors `quantization_config`: QuantScheme <-> config-group JSON.
+
+The JSON written is what compressed-tensors 0.20's `ModelCompressor.update_config` writes
+(`QuantizationConfig.model_dump()` plus `version`, `quant_method`, `sparsity_config`,
+`transform_config`), with only keys every peer version knows: older compressed-tensors
+releases (pinned by vLLM) validate QuantizationArgs with extra="forbid", so no
+`scale_dtype`/`zp_dtype`/`observer` keys are written.
+
+Group precedence, as in compressed-tensors `match_targets` and vLLM
+`find_matched_target`: an exact module name beats a `re:` regex beats a class name.
+"""
+from __future__ import annotations
+
+import re
+
+from qrt.schemes import ActivationScheme, QuantScheme
+
+QUANT_METHOD = "compressed-tensors"
+SPEC_VERSION = "0.20.0"  # the compressed-tensors release whose layout we write and test against
+PACK_QUANTIZED, INT_QUANTIZED, NAIVE_QUANTIZED = "pack-quantized", "int-quantized", "naive-quantized"
+MIXED_PRECISION = "mixed-precision"
+FORMATS = (PACK_QUANTIZED, INT_QUANTIZED, NAIVE_QUANTIZED)
+_ACTORDER_ALIASES = {"static": "weight", "dynamic": "group", True: "group", False: None}
+
+
+def layer_format(scheme: QuantScheme) -> str:
+    """pack-quantized for weight-only int (also 8-bit: compressed-tensors packs those too),
+    int-quantized (int8 `weight`, unpacked) when activations are quantized."""
+    return INT_QUANTIZED if scheme.activations is not None else PACK_QUANTIZED
+
+
+def weights_args(s: QuantScheme) -> dict:
+    d = {"num_bits": s.bits, "type": "int", "symmetric": s.symmetric,
+         "group_size": s.group_size if s.strategy == "group" else None,
+         "strategy": s.strategy, "dynamic": False}
+    if s.actorder is not None:
+        d["actorder"] = s.actorder
+    return d
+
+
+def activation_args(a: ActivationScheme | None) -> dict | None:
+    if a is None:
+        return None
+    return {"num_bits": a.bits, "type": "int", "symmetric": a.symmetric, "group_size": None,
+            "strategy": a.strategy, "dynamic": a.dynamic}
+
+
+def config_group(scheme: QuantScheme, targets: list[str], fmt: str | None = None) -> dict:
+    return {"targets": list(targets), "weights": weights_args(scheme),
+            "input_activations": activation_args(scheme.activations),
+            "output_activations": None, "format": fmt or layer_format(scheme)}
+
+
+def quantization_config(groups: dict[str, dict], ignore: list[str]) -> dict:
+    """The full config.json `quantization_config` for config groups built by config_group."""
+    formats = {g["format"] for g in groups.values()}
+    return {
+        "version": SPEC_VERSION, "quant_method": QUANT_METHOD,
+        "sparsity_config": {}, "transform_config": {},
+        "config_groups": groups,
+        "format": formats.pop() if len(formats) == 1 else MIXED_PRECISION,
+        "global_compression_ratio": None, "ignore": list(ignore),
+        "kv_cache_scheme": None, "moe_sparsity_config": None,
+        "quantization_status": "compressed",
+    }
+
+
+# -- reading ----------------------------------------------------------------------------------
+def _bad(where: str, expected: str, found) -> ValueError:
+    return ValueError(f"quantization_config {where}: expected {expected}, found {found!r}")
+
+
+def scheme_from_group(group: dict, where: str) -> QuantScheme:
+    """One config group's `weights`/`input_activations` -> QuantScheme (scale_dtype unset:
+    the reader fills it from the tensor)."""
+    w = group.get("weights")
+    if not isinstance(w, dict):
+        raise _bad(f"{where}.weights", "a QuantizationArgs object", w)
+    if w.get("type", "int") != "int":
+        raise _bad(f"{where}.weights.type", "'int' (float formats are not supported)", w.get("type"))
+    if group.get("output_activations") is not None:
+        raise _bad(f"{where}.output_activations", "null (output quantization is unsupported)",
+                   group["output_activations"])
+    gs = w.get("group_size")
+    strategy = w.get("strategy") or ("group" if gs and gs > 0 else "channel" if gs == -1 else "tensor")
+    actorder = w.get("actorder")
+    actorder = _ACTORDER_ALIASES.get(actorder, actorder)
+    try:
+        return QuantScheme(bits=w.get("num_bits", 8), strategy=strategy,
+                           group_size=gs if strategy == "group" else None,
+                           symmetric=w.get("symmetric", True), actorder=actorder,
+                           activations=_activation_scheme(group.get("input_activations"), where))
+    except ValueError as e:
+        raise ValueError(f"quantization_config {where}: {e}") from None
+
+
+def _activation_scheme(a: dict | None, where: str) -> ActivationScheme | None:
+    if a is None:
+        return None
+    if a.get("type", "int") != "int" or a.get("num_bits") != 8:
+        raise _bad(f"{where}.input_activations", "int 8-bit", f"{a.get('type')} {a.get('num_bits')}-bit")
+    return ActivationScheme(strategy=a.get("strategy") or "tensor", symmetric=a.get("symmetric", True),
+                            dynamic=bool(a.get("dynamic", False)))
+
+
+def _name_matches(name: str, target: str) -> bool:
+    if target.startswith("re:"):
+        return re.match(target[3:], name) is not None
+    return target == name
+
+
+def find_group(name: str, class_names: list[str], qcfg: dict) -> str | None:
+    """The config group whose targets claim module `name` (exact > regex > class), or None
+    if no group does or `ignore` lists it. class_names: the module's class and its bases."""
+    ignore = qcfg.get("ignore") or []
+    if any(_name_matches(name, p) or p in class_names for p in ignore):
+        return None
+    best = None
+    for gname, g in (qcfg.get("config_groups") or {}).items():
+        for t in g.get("targets", []):
+            rank = 0 if t == name else 1 if t.startswith("re:") and _name_matches(name, t) \
+                else 2 if t in class_names else None
+            if rank is not None and (best is None or rank < best[0]):
+                best = (rank, gname)
+    return best[1] if best else None
+
+
+def group_format(qcfg: dict, gname: str) -> str:
+    """A group's storage format: its own `format`, else the config's (unless mixed)."""
+    fmt = qcfg["config_groups"][gname].get("format") or qcfg.get("format")
+    if fmt not in FORMATS:
+        raise _bad(f"config_groups.{gname}.format", f"one of {FORMATS}", fmt)
+    return fmt
