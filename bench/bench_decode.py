@@ -80,6 +80,9 @@ def bench_scheme(scheme: str, cfg: dict, model_cfg) -> list[dict]:
         "float32", "fp32").replace("float16", "fp16")
     rows = []
     for batch in cfg["batches"]:
+        if cfg.get("deadline") and time.perf_counter() > cfg["deadline"]:
+            rows.append({"scheme": name, "batch": batch, "error": "skipped: time budget"})
+            continue
         max_len = cfg["prompt_len"] + cfg["warmup"] + cfg["steps"] + 8
         state = DecodeState(model, batch, cfg["prompt_len"], max_len, device)
         r = time_decode(state, cfg["steps"], cfg["warmup"], cfg["graph"])
@@ -92,6 +95,17 @@ def bench_scheme(scheme: str, cfg: dict, model_cfg) -> list[dict]:
     return rows
 
 
+def compile_check(scheme: str, cfg: dict) -> dict:
+    """fullgraph check on a 2-layer model of the same widths (graph breaks do not depend
+    on depth, and tracing 32 layers would take minutes of the GPU budget)."""
+    try:
+        small = build_model(llama3_8b_config(**{**cfg["dims"], "num_hidden_layers": 2}), cfg["device"], cfg["dtype"])
+        quantize_for(small, scheme, cfg["dtype"])
+    except Exception as e:
+        return {"fullgraph_ok": False, "backend": cfg["compile_backend"], "error": f"build: {type(e).__name__}: {e}"[:600]}
+    return fullgraph_check(small, cfg["device"], cfg["compile_backend"])
+
+
 def add_speedups(rows: list[dict]) -> None:
     dense = {r["batch"]: r for r in rows if r["quantize"]["path"] == "dense"}
     for r in rows:
@@ -101,30 +115,32 @@ def add_speedups(rows: list[dict]) -> None:
 
 def run(cfg: dict) -> dict:
     device, t0 = cfg["device"], time.perf_counter()
+    cfg = {**cfg, "deadline": None if cfg["budget_s"] is None else t0 + cfg["budget_s"]}
     model_cfg = llama3_8b_config(**cfg["dims"])
-    rows, checks, skipped = [], [], []
-    for scheme in tqdm(cfg["schemes"], desc="schemes"):
-        if cfg["budget_s"] is not None and time.perf_counter() - t0 > cfg["budget_s"]:
-            skipped.append(scheme)
-            continue
-        try:
-            rows += bench_scheme(scheme, cfg, model_cfg)
-        except Exception as e:  # one broken scheme must not hide the others' numbers
-            rows.append({"scheme": scheme, "error": f"{type(e).__name__}: {e}"[:600]})
-        if cfg["compile_backend"]:
-            small = build_model(llama3_8b_config(**{**cfg["dims"], "num_hidden_layers": 2}), device, cfg["dtype"])
-            quantize_for(small, scheme, cfg["dtype"])
-            checks.append({"scheme": scheme, **fullgraph_check(small, device, cfg["compile_backend"])})
-            del small
+    rows, checks, skipped, interrupted = [], [], [], False
+    try:
+        for scheme in tqdm(cfg["schemes"], desc="schemes"):
+            if cfg["budget_s"] is not None and time.perf_counter() - t0 > cfg["budget_s"]:
+                skipped.append(scheme)
+                continue
+            try:
+                rows += bench_scheme(scheme, cfg, model_cfg)
+            except Exception as e:  # one broken scheme must not hide the others' numbers
+                rows.append({"scheme": scheme, "error": f"{type(e).__name__}: {e}"[:600]})
+            if cfg["compile_backend"]:
+                checks.append({"scheme": scheme, **compile_check(scheme, cfg)})
+    except KeyboardInterrupt:  # a stage timeout (SIGINT): keep what was measured
+        interrupted = True
     ok_rows = [r for r in rows if "tokens_per_s" in r]
     add_speedups(ok_rows)
     w4 = [r["speedup_vs_dense"] for r in ok_rows if r["scheme"] == "w4a16" and r["batch"] == 1
           and "speedup_vs_dense" in r]
     return {"machine": machine_info(device),
             "config": {"model": model_cfg.to_dict() if hasattr(model_cfg, "to_dict") else dict(cfg["dims"]),
-                       **{k: v for k, v in cfg.items() if k not in ("device", "dims")},
+                       **{k: v for k, v in cfg.items() if k not in ("device", "dims", "deadline")},
                        "dtype": str(cfg["dtype"]).replace("torch.", "")},
             "results": rows, "compile_checks": checks, "skipped_schemes_budget": skipped,
+            "interrupted": interrupted,
             "targets": [{"name": "W4A16 batch-1 decode tokens/s vs dense", "value": w4[0] if w4 else None,
                          "threshold": 2.5, "met": (w4[0] >= 2.5) if w4 else None}],
             "wall_s": round(time.perf_counter() - t0, 1)}
@@ -135,7 +151,7 @@ def print_table(report: dict) -> None:
     print(f"{'scheme':<12} {'batch':>5} {'tok/s':>10} {'ms/step':>9} {'x dense':>8} {'mode':<11} agree")
     for r in report["results"]:
         if "tokens_per_s" not in r:
-            print(f"{r['scheme']:<12} error: {r['error']}")
+            print(f"{r['scheme']:<12} {r.get('batch', ''):>5} error: {r['error']}")
             continue
         print(f"{r['scheme']:<12} {r['batch']:>5} {r['tokens_per_s']:>10.1f} {r['ms_per_step']:>9.2f} "
               f"{r.get('speedup_vs_dense', float('nan')):>8.2f} {r['mode']:<11} {r['graph_agrees_with_eager']}")

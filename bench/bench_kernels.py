@@ -56,7 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dtype", default=None, choices=["fp16", "bf16", "fp32"],
                    help="activation/weight dtype of the layers (default fp16 on CUDA, fp32 on CPU)")
     p.add_argument("--rounds", type=int, default=None, help="timed passes per candidate (median taken)")
-    p.add_argument("--budget-s", type=float, default=None, help="start no new shape after this many seconds")
+    p.add_argument("--budget-s", type=float, default=None, help="start no new (shape, M) after this many seconds")
     p.add_argument("--no-do-bench", action="store_true", help="skip the triton do_bench cross-check (CUDA)")
     p.add_argument("--quick", action="store_true", help="tiny shapes, M in {1,16}, few rounds (CI smoke run)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -146,25 +146,33 @@ def run(cfg: dict) -> dict:
     device, t0 = cfg["device"], time.perf_counter()
     info = machine_info(device)
     copy_gbps = copy_bandwidth_GBps(device, nbytes=(8 << 20) if cfg["quick"] else None)
-    results, errors, skipped = [], [], []
-    for n, k in tqdm(cfg["shapes"], desc="shapes", disable=cfg["quick"]):
-        if cfg["budget_s"] is not None and time.perf_counter() - t0 > cfg["budget_s"]:
-            skipped.append([n, k])
-            continue
-        torch.manual_seed(n * 1_000_003 + k)
-        cands = build_candidates(n, k, cfg["schemes"], device, cfg["dtype"], errors)
-        for m in tqdm(cfg["ms"], desc=f"{n}x{k}", leave=False, disable=cfg["quick"]):
-            results += measure(cands, n, k, m, cfg, copy_gbps, errors)
-        del cands
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    results, errors, skipped, interrupted = [], [], [], False
+    over = lambda: cfg["budget_s"] is not None and time.perf_counter() - t0 > cfg["budget_s"]  # noqa: E731
+    try:
+        for n, k in tqdm(cfg["shapes"], desc="shapes", disable=cfg["quick"]):
+            if over():
+                skipped += [[n, k, m] for m in cfg["ms"]]
+                continue
+            torch.manual_seed(n * 1_000_003 + k)
+            cands = build_candidates(n, k, cfg["schemes"], device, cfg["dtype"], errors)
+            for m in tqdm(cfg["ms"], desc=f"{n}x{k}", leave=False, disable=cfg["quick"]):
+                if over():
+                    skipped.append([n, k, m])
+                    continue
+                results += measure(cands, n, k, m, cfg, copy_gbps, errors)
+            del cands
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    except KeyboardInterrupt:  # a stage timeout (SIGINT): keep what was measured
+        interrupted = True
     add_speedups(results)
     return {"machine": info, "copy_bandwidth_GBps": copy_gbps,
             "config": {"shapes_NxK": [list(s) for s in cfg["shapes"]], "M": cfg["ms"], "schemes": cfg["schemes"],
                        "dtype": str(cfg["dtype"]).replace("torch.", ""), "rounds": cfg["rounds"],
                        "quick": cfg["quick"], "shape_names": SHAPES},
             "results": results, "targets": evaluate_targets(results, device.type), "errors": errors,
-            "skipped_shapes_budget": skipped, "wall_s": round(time.perf_counter() - t0, 1)}
+            "skipped_NKM_budget": skipped, "interrupted": interrupted,
+            "wall_s": round(time.perf_counter() - t0, 1)}
 
 
 def main(argv=None) -> dict:

@@ -28,7 +28,10 @@ def quantize_for(model: nn.Module, scheme: str, dtype: torch.dtype) -> dict:
     except ImportError:  # the loader (ckpt branch) is not merged yet
         quantize_model = None
     if quantize_model is not None:
-        quantize_model(model, scheme)
+        try:
+            quantize_model(model, scheme, progress=False)
+        except TypeError:  # a loader without the progress switch
+            quantize_model(model, scheme)
         path = "qrt.quantize_model"
     else:
         for name in names:

@@ -16,7 +16,8 @@
 # Budgets (seconds; each stage also gets at most what is left of SUITE_TOTAL_S):
 #   SUITE_TOTAL_S=570 SUITE_TUNE_S=60 SUITE_KERNELS_S=150 SUITE_DECODE_S=150 SUITE_TEST_TIMEOUT=120
 # Sweep size: SUITE_KERNELS_ARGS (e.g. "--shapes 8192x8192,8192x28672 --m 1,16,256"),
-#   SUITE_DECODE_ARGS (e.g. "--batch 1,8 --layers 16"), SUITE_PYTEST_ARGS (extra pytest args).
+#   SUITE_DECODE_ARGS (e.g. "--batch 1,8 --layers 16"), SUITE_PYTEST_ARGS (extra pytest args),
+#   SUITE_TESTS (what pytest collects, default "tests").
 # SUITE_INSTALL=editable: pip install -e . --no-deps --no-build-isolation instead of the
 #   symlink folder (qrt -> ./qrt, qrt_kernels -> ./kernels) put on PYTHONPATH.
 set -uo pipefail
@@ -98,10 +99,10 @@ PYTEST=("$PY" -m pytest -q -p no:cacheprovider -rfEs --continue-on-collection-er
 "$PY" -c "import pytest_timeout" 2>/dev/null && PYTEST+=(--timeout="${SUITE_TEST_TIMEOUT:-120}")
 # shellcheck disable=SC2086
 stage "$(budget 400)" "${PYTEST[@]}" -m "not slow" --junitxml="$OUTDIR/pytest-junit.xml" \
-  ${SUITE_PYTEST_ARGS:-} tests 2>&1 | tee -a "$OUTDIR/pytest.log" >/dev/null
+  ${SUITE_PYTEST_ARGS:-} ${SUITE_TESTS:-tests} 2>&1 | tee -a "$OUTDIR/pytest.log" >/dev/null
 # shellcheck disable=SC2086
 stage "$(budget 400)" "${PYTEST[@]}" -m slow --junitxml="$OUTDIR/pytest-slow-junit.xml" \
-  ${SUITE_PYTEST_ARGS:-} tests 2>&1 | tee -a "$OUTDIR/pytest.log" >/dev/null
+  ${SUITE_PYTEST_ARGS:-} ${SUITE_TESTS:-tests} 2>&1 | tee -a "$OUTDIR/pytest.log" >/dev/null
 
 # -- summary (the device reply shows the end of the output) ---------------------------------
 "$PY" bench/suite_summary.py "$OUTDIR" 2>&1 | tee -a "$LOG"

@@ -83,7 +83,9 @@ def _qrt_candidates(lin: nn.Linear, scheme: str, device, dispatch) -> tuple[list
     tol = TOL_A16 if s.activations is None else TOL_A8
     common = dict(scheme=scheme, tol=tol, flops_per_row=2 * n * k, out_bytes_per_row=n * lin.weight.element_size())
     out = [Candidate(f"qrt_{scheme}", "qrt", lin.weight.dtype, _layer_bytes(layer), list(layers), ref, **common)]
-    if s.activations is None and hasattr(dispatch, "dequant_matmul") and s.actorder != "group":
+    # the bare entry point only on CUDA: on the CPU it is the plain-torch twin, not a kernel
+    if s.activations is None and hasattr(dispatch, "dequant_matmul") and s.actorder != "group" \
+            and device.type == "cuda":
         calls = [_dispatch_a16(dispatch, l) for l in layers]
         out.append(Candidate(f"qrt_{scheme}_dispatch", "qrt_dispatch", lin.weight.dtype, _layer_bytes(layer),
                              calls, ref, **common))
