@@ -11,7 +11,7 @@ def add_speedups(rows: list[dict]) -> None:
     """row['speedup_vs_<baseline>'] = baseline ms / row ms, same shape and M, same run."""
     by_point = defaultdict(dict)
     for r in rows:
-        if "ms" in r:
+        if "ms" in r and r["kind"] != "act_quant":  # the activation quant alone is no matmul
             by_point[(r["N"], r["K"], r["M"])][r["candidate"]] = r
     for point in by_point.values():
         for r in point.values():

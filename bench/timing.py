@@ -115,7 +115,7 @@ def do_bench_ms(fn: Callable[[], object]) -> float | None:
         from triton.testing import do_bench
     except ImportError:
         return None
-    return float(do_bench(fn, warmup=10, rep=40, return_mode="median"))
+    return float(do_bench(fn, warmup=5, rep=25, return_mode="median"))
 
 
 def copy_bandwidth_GBps(device: torch.device, nbytes: int | None = None, rounds: int = 10) -> float:
