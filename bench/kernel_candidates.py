@@ -155,6 +155,8 @@ def build_candidates(n: int, k: int, schemes: list[str], device: torch.device,
         cands += _peer_candidates(lin, layers, device)
     except Exception as e:
         errors.append({"shape": [n, k], "candidate": "torch_peers", "error": f"{type(e).__name__}: {e}"[:400]})
-    if any(resolve_scheme(s).activations is not None for s in schemes) and hasattr(dispatch, "quant_per_token"):
+    # a Triton kernel: on the CPU (no interpreter) it has no driver to run on
+    if any(resolve_scheme(s).activations is not None for s in schemes) and hasattr(dispatch, "quant_per_token") \
+            and device.type == "cuda":
         cands.append(_act_quant_candidate(k, dtype, dispatch))
     return cands
