@@ -22,8 +22,13 @@ LLAMA3_8B = dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, n
 
 def llama3_8b_config(**overrides):
     """transformers.LlamaConfig of Llama-3-8B, with overrides (e.g. num_hidden_layers=2)."""
+    import inspect
+
     from transformers import LlamaConfig
-    return LlamaConfig(**{**LLAMA3_8B, **{k: v for k, v in overrides.items() if v is not None}})
+    kw = {**LLAMA3_8B, **{k: v for k, v in overrides.items() if v is not None}}
+    if "rope_parameters" in inspect.signature(LlamaConfig.__init__).parameters:  # transformers >= 5
+        kw["rope_parameters"] = {"rope_type": "default", "rope_theta": kw.pop("rope_theta")}
+    return LlamaConfig(**kw)
 
 
 def rope_theta(cfg) -> float:
