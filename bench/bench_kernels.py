@@ -110,7 +110,7 @@ def check(c, x: torch.Tensor) -> float:
     return float((y - ref).norm() / ref.norm().clamp_min(1e-30))
 
 
-def measure(cands, n: int, k: int, m: int, cfg: dict, copy_gbps: float, errors: list) -> list[dict]:
+def measure(cands, n: int, k: int, m: int, cfg: dict, errors: list) -> list[dict]:
     """Check, then time every candidate at one M (round-robin); one JSON row each."""
     device, timers, rows, inputs = cfg["device"], {}, {}, {}
     for c in cands:
@@ -135,8 +135,7 @@ def measure(cands, n: int, k: int, m: int, cfg: dict, copy_gbps: float, errors: 
         r = rows[c.name]
         ms = medians[c.name] / len(c.calls)
         nbytes = c.weight_bytes + m * k * c.x_dtype.itemsize + m * c.out_bytes_per_row
-        r.update(ms=ms, bytes=nbytes, GBps=nbytes / ms / 1e6, TFLOPs=m * c.flops_per_row / ms / 1e9,
-                 pct_copy_bw=100 * nbytes / ms / 1e6 / copy_gbps)
+        r.update(ms=ms, bytes=nbytes, GBps=nbytes / ms / 1e6, TFLOPs=m * c.flops_per_row / ms / 1e9)
         if cfg["do_bench"]:
             r["ms_do_bench"] = do_bench_ms(lambda c=c: c.calls[0](inputs[c.name][0]))
     return list(rows.values())
@@ -145,7 +144,10 @@ def measure(cands, n: int, k: int, m: int, cfg: dict, copy_gbps: float, errors: 
 def run(cfg: dict) -> dict:
     device, t0 = cfg["device"], time.perf_counter()
     info = machine_info(device)
-    copy_gbps = copy_bandwidth_GBps(device, nbytes=(8 << 20) if cfg["quick"] else None)
+    # copy bandwidth: measured before the sweep and after each shape; the best sample is the
+    # machine's (on a shared CPU a single sample can land in someone else's burst)
+    copy_bytes = (8 << 20) if cfg["quick"] else None
+    copy_samples = [copy_bandwidth_GBps(device, nbytes=copy_bytes)]
     results, errors, skipped, interrupted = [], [], [], False
     over = lambda: cfg["budget_s"] is not None and time.perf_counter() - t0 > cfg["budget_s"]  # noqa: E731
     try:
@@ -159,14 +161,18 @@ def run(cfg: dict) -> dict:
                 if over():
                     skipped.append([n, k, m])
                     continue
-                results += measure(cands, n, k, m, cfg, copy_gbps, errors)
+                results += measure(cands, n, k, m, cfg, errors)
             del cands
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+            copy_samples.append(copy_bandwidth_GBps(device, nbytes=copy_bytes))
     except KeyboardInterrupt:  # a stage timeout (SIGINT): keep what was measured
         interrupted = True
+    copy_gbps = max(copy_samples)
+    for r in results:
+        r["pct_copy_bw"] = 100 * r["GBps"] / copy_gbps
     add_speedups(results)
-    return {"machine": info, "copy_bandwidth_GBps": copy_gbps,
+    return {"machine": info, "copy_bandwidth_GBps": copy_gbps, "copy_bandwidth_samples_GBps": copy_samples,
             "config": {"shapes_NxK": [list(s) for s in cfg["shapes"]], "M": cfg["ms"], "schemes": cfg["schemes"],
                        "dtype": str(cfg["dtype"]).replace("torch.", ""), "rounds": cfg["rounds"],
                        "quick": cfg["quick"], "shape_names": SHAPES},
