@@ -58,6 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=None, help="timed passes per candidate (median taken)")
     p.add_argument("--budget-s", type=float, default=None, help="start no new (shape, M) after this many seconds")
     p.add_argument("--no-do-bench", action="store_true", help="skip the triton do_bench cross-check (CUDA)")
+    p.add_argument("--no-rotate", action="store_true",
+                   help="one weight copy per candidate: cache-resident weights (a single-layer microbenchmark)")
     p.add_argument("--quick", action="store_true", help="tiny shapes, M in {1,16}, few rounds (CI smoke run)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"), help="output folder")
@@ -175,7 +177,8 @@ def run(cfg: dict) -> dict:
     return {"machine": info, "copy_bandwidth_GBps": copy_gbps, "copy_bandwidth_samples_GBps": copy_samples,
             "config": {"shapes_NxK": [list(s) for s in cfg["shapes"]], "M": cfg["ms"], "schemes": cfg["schemes"],
                        "dtype": str(cfg["dtype"]).replace("torch.", ""), "rounds": cfg["rounds"],
-                       "quick": cfg["quick"], "shape_names": SHAPES},
+                       "quick": cfg["quick"], "max_weight_copies": timing.MAX_COPIES,
+                       "rotate_cache_multiple": timing.ROTATE_CACHE_MULTIPLE, "shape_names": SHAPES},
             "results": results, "targets": evaluate_targets(results, device.type), "errors": errors,
             "skipped_NKM_budget": skipped, "interrupted": interrupted,
             "wall_s": round(time.perf_counter() - t0, 1)}
@@ -186,12 +189,14 @@ def main(argv=None) -> dict:
     if args.quick:  # smoke run: seconds, not a measurement (one thread copes best with busy CI cores)
         timing.MAX_COPIES = 2
         torch.set_num_threads(1)
+    if args.no_rotate:
+        timing.MAX_COPIES = 1
     if args.threads:
         torch.set_num_threads(args.threads)
     report = run(resolve_config(args))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"kernels_{device_tag(report['machine'])}"
+    stem = out / f"kernels_{device_tag(report['machine'])}{'_resident' if args.no_rotate else ''}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=1))
     plot_path = plot_speedups(report, stem.with_suffix(".png"))
     print_table(report)
