@@ -48,6 +48,7 @@ def parse_args(argv=None):
     p.add_argument("--compile-check", default="aot_eager",
                    help="torch.compile backend for the fullgraph check on a 2-layer model, or 'none'")
     p.add_argument("--budget-s", type=float, default=None, help="start no new scheme after this many seconds")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--quick", action="store_true", help="tiny dims, 2 layers, few steps (CI smoke run)")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     return p.parse_args(argv)
@@ -166,6 +167,8 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.quick:  # smoke run on busy shared cores: one thread avoids OpenMP stragglers
         torch.set_num_threads(1)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     report = run(resolve_config(args))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
