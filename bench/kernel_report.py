@@ -119,7 +119,9 @@ def plot_speedups(report: dict, path: Path) -> Path | None:
         ax.legend(fontsize=6)
     for ax in list(axes.flat)[len(shapes):]:
         ax.set_visible(False)
-    fig.suptitle(f"{report['machine']['device_name']} (torch {report['machine']['torch']})", fontsize=10)
+    m = report["machine"]
+    where = f"{m['torch_threads']} threads, " if m["device_type"] == "cpu" else f"driver {m.get('driver')}, "
+    fig.suptitle(f"{m['device_name']} ({where}torch {m['torch']}, triton {m.get('triton')})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
