@@ -14,7 +14,6 @@ lm_head stays dense in every scheme.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from bench_common import setup_threads, verdict_line, write_report  # noqa: E402
 from decode_loop import DecodeState, fullgraph_check, quantize_for, time_decode  # noqa: E402
 from llama_model import build_model, llama3_8b_config  # noqa: E402
 from machine import device_tag, machine_info  # noqa: E402
@@ -159,21 +159,15 @@ def print_table(report: dict) -> None:
     for c in report["compile_checks"]:
         print(f"compile fullgraph [{c['backend']}] {c['scheme']}: {'ok' if c['fullgraph_ok'] else c['error']}")
     for t in report["targets"]:
-        print(f"target: {t['name']}: {t['value']} (threshold {t['threshold']}) "
-              f"{ {True: 'MET', False: 'MISSED', None: 'not measured'}[t['met']]}")
+        print(f"target: {verdict_line(t)}")
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if args.quick:  # smoke run on busy shared cores: one thread avoids OpenMP stragglers
-        torch.set_num_threads(1)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    setup_threads(args.quick, args.threads)
     report = run(resolve_config(args))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"decode_{device_tag(report['machine'])}{'_quick' if args.quick else ''}.json"
-    path.write_text(json.dumps(report, indent=1, default=str))
+    path = write_report(Path(args.out) / f"decode_{device_tag(report['machine'])}{'_quick' if args.quick else ''}.json",
+                        report)
     print_table(report)
     print(f"wrote {path}")
     return report

@@ -15,7 +15,6 @@ Writes <out>/kernels_<device>.json and .png (default bench/results/).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules, als
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from bench_common import setup_threads, write_report  # noqa: E402
 from kernel_candidates import build_candidates  # noqa: E402
 from kernel_report import add_speedups, evaluate_targets, plot_speedups, print_table  # noqa: E402
 from machine import device_tag, machine_info  # noqa: E402
@@ -186,18 +186,12 @@ def run(cfg: dict) -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if args.quick:  # smoke run: seconds, not a measurement (one thread copes best with busy CI cores)
-        timing.MAX_COPIES = 2
-        torch.set_num_threads(1)
-    if args.no_rotate:
-        timing.MAX_COPIES = 1
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    setup_threads(args.quick, args.threads)
+    if args.quick or args.no_rotate:  # smoke shapes need no cache defeat; resident = one copy
+        timing.MAX_COPIES = 1 if args.no_rotate else 2
     report = run(resolve_config(args))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"kernels_{device_tag(report['machine'])}{'_resident' if args.no_rotate else ''}"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    stem = Path(args.out) / f"kernels_{device_tag(report['machine'])}{'_resident' if args.no_rotate else ''}"
+    write_report(stem.with_suffix(".json"), report)
     plot_path = plot_speedups(report, stem.with_suffix(".png"))
     print_table(report)
     print(f"wrote {stem.with_suffix('.json')}" + (f" and {plot_path}" if plot_path else ""))

@@ -4,6 +4,8 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from bench_common import verdict_line
+
 BASELINES = ("torch_fp16", "torch_bf16", "torch_fp32", "torch_int4", "torch_int8")
 
 
@@ -81,8 +83,7 @@ def print_table(report: dict) -> None:
               f"{r['TFLOPs']:>8.2f} {r['pct_copy_bw']:>6.1f} {r.get('speedup_vs_' + base, 1.0):>12.2f} "
               f"{r.get('speedup_vs_torch_int4', float('nan')):>7.2f} {r['rel_err']:>8.1e}{'' if r['ok'] else ' BAD'}")
     for t in report["targets"]:
-        verdict = {True: "MET", False: "MISSED", None: "not measured"}[t["met"]]
-        print(f"target: {t['name']}: {t['value']} (threshold {t['threshold']}) {verdict}")
+        print(f"target: {verdict_line(t)}")
     for e in report["errors"]:
         print(f"error: {e}")
 

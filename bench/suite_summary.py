@@ -10,6 +10,9 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import verdict_line  # noqa: E402
+
 
 def pytest_counts(path: Path) -> str:
     if not path.exists():
@@ -44,8 +47,7 @@ def main(outdir: str) -> None:
         for c in rep.get("compile_checks", []):
             print(f"  compile fullgraph {c['scheme']}: {'ok' if c['fullgraph_ok'] else c.get('error')}")
         for t in rep.get("targets", []):
-            verdict = {True: "MET", False: "MISSED", None: "not measured"}[t["met"]]
-            print(f"  target {t['name']}: {t['value']} (>= / <= {t['threshold']}) {verdict}")
+            print(f"  target {verdict_line(t)}")
 
 
 if __name__ == "__main__":

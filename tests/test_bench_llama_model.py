@@ -5,9 +5,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-
-from llama_model import build_model, llama3_8b_config  # noqa: E402
+_BENCH = str(Path(__file__).resolve().parent.parent / "bench")
+sys.path.insert(0, _BENCH)  # bench/ is scripts, not a package; leave sys.path as found
+try:
+    from llama_model import build_model, llama3_8b_config
+finally:
+    sys.path.remove(_BENCH)
 
 TINY = dict(hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2,
             num_hidden_layers=2, vocab_size=101)
