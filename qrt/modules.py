@@ -136,8 +136,6 @@ class QuantLinear(nn.Module):
         the layer's own dtype end to end (the CPU packed kernels "int4pack"/"int8pack"
         compute in bfloat16, relative rounding 2^-9, because that is their only fast path).
         """
-        if backend is None:
-            backend = getattr(self, "_backend_choice", None)
         if self.scheme.activations is not None:
             if backend is not None:
                 raise ValueError(f"backend: int8-activation layers choose their kernels by device, "
@@ -150,7 +148,7 @@ class QuantLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if getattr(self, "_runtime_device", None) != self.weight_packed.device:
-            self.finalize()
+            self.finalize(getattr(self, "_backend_choice", None))  # keep a chosen backend
         if self.scheme.activations is not None:
             return linear_a8(self, x)
         return linear_a16(self, x)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from qrt_kernels.reference import quant_rows_ref
 from torch import nn
 
 from qrt.convert import QuantizationRecord, storage_dtype
@@ -55,12 +56,17 @@ def fake_quantize_weight(w: torch.Tensor, scheme: QuantScheme, dtype: torch.dtyp
 
 
 def fake_quantize_tokens(x: torch.Tensor) -> torch.Tensor:
-    """x [..., in] -> per-token symmetric int8 fake quantization (float32), STE; the
-    numerics of qrt.forward_a8's dynamic path."""
+    """x [..., in] -> per-token symmetric int8 fake quantization (float32), STE.
+
+    The integers come from the runtime's own quantizer (the twin of the per-token kernel,
+    qrt_kernels.reference.quant_rows_ref), so values on a rounding tie land where
+    qrt.forward_a8 puts them; per-token absmax scaling never clamps, so the straight-through
+    gradient is 1 everywhere."""
     xf = x.float()
-    sx = (xf.abs().amax(dim=-1, keepdim=True) / 127.0).detach()
-    safe = torch.where(sx > 0, sx, torch.ones_like(sx))
-    return _FakeQuantizeSTE.apply(xf, safe, torch.zeros_like(safe), -128, 127, torch.float32) * (sx / safe)
+    rows = xf.detach().reshape(-1, xf.shape[-1])
+    q, scale, _ = quant_rows_ref(rows)
+    deq = (q.float() * scale[:, None]).reshape(xf.shape)
+    return xf + (deq - xf).detach()
 
 
 class FakeQuantLinear(nn.Linear):

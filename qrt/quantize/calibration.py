@@ -148,9 +148,18 @@ def quantize_block(block: nn.Module, prefix: str, linears: dict[str, tuple[nn.Li
         qw = gptq_quantize_weight(linear.weight, hessians.hessian(name), scheme, name=name, **gptq_kwargs)
         bias = None if linear.bias is None else linear.bias.detach()
         layer = QuantLinear.from_quantized(qw, scheme, bias=bias, dtype=linear.weight.dtype)
+        if scheme.activations is None:
+            # the next block calibrates on these outputs: compute them in the model's own
+            # dtype (the CPU packed kernels would round to bf16), as llmcompressor does
+            layer.finalize(backend="dense")
         set_submodule(block, name[len(prefix) + 1:], layer)
     del hessians
-    return run_block(block, inputs) if need_outputs else []
+    outputs = run_block(block, inputs) if need_outputs else []
+    for name in linears:  # back to the fastest backend for inference
+        layer = block.get_submodule(name[len(prefix) + 1:])
+        if layer.scheme.activations is None:
+            layer.finalize(backend=None)
+    return outputs
 
 
 @torch.no_grad()
