@@ -30,21 +30,37 @@ def test_train_then_convert_keeps_the_fake_quantized_numerics(tiny_lm_dir, rng_s
     # memorizing one batch: 8 Adam steps cut the loss by far more than noise (measured ~30%)
     assert losses[-1] < 0.9 * losses[0], f"seed {rng_seed}: losses {losses}"
     model.eval()
+    captured = {}  # each fake-quantized layer's input and output on the same forward
+    hooks = [m.register_forward_hook(lambda mod, a, out, n=n: captured.__setitem__(n, (a[0], out)))
+             for n, m in model.named_modules() if isinstance(m, qat.FakeQuantLinear)]
     with torch.no_grad():
         fake_w = {n: qat.fake_quantize_weight(m.weight, m.scheme) for n, m in model.named_modules()
                   if isinstance(m, qat.FakeQuantLinear)}
         ref = model(ids).logits
+        for h in hooks:
+            h.remove()
         qat.convert(model)
         # the dense backend computes in fp32 like the fake-quantized model (the default CPU
         # packed kernels round to bf16: that path is checked against its twin elsewhere)
         out = use_backend(model, "dense")(ids).logits
-    for n, w in fake_w.items():
-        layer = model.get_submodule(n)
-        assert isinstance(layer, QuantLinear)
-        assert torch.equal(layer.dequantize_weight(torch.float32), w), n  # identical integers and qparams
-    # same weights, same activation rounding; the only freedom left to a backend is the fp32
-    # accumulation order of 64-160 term dot products (~1e-6 relative), far below 1e-4
-    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+        for n, w in fake_w.items():
+            layer = model.get_submodule(n)
+            assert isinstance(layer, QuantLinear)
+            assert torch.equal(layer.dequantize_weight(torch.float32), w), n  # identical integers and qparams
+            # per layer, on the very same input: same weights, same activation integers (both
+            # use the per-token quantizer's twin); the only freedom left is the fp32
+            # accumulation order of 64-160 term dot products (~1e-6 relative), far below 1e-4
+            x, y_fake = captured[n]
+            torch.testing.assert_close(layer(x), y_fake, rtol=1e-4, atol=1e-4, msg=n)
+    if resolve_scheme(scheme).activations is None:
+        # weight-only: nothing rounds activations, so the whole model agrees just as tightly
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    else:
+        # int8 activations: a ~1e-6 difference in a later layer's input can flip a value on
+        # a rounding tie by one int8 step, and the flip propagates; end to end we only ask
+        # that such flips stay rare: measured <= 1.5% of the logit range over repeated seeds
+        err = (out - ref).abs().max() / ref.abs().max()
+        assert err < 0.05, f"end-to-end difference {err:.4f} of the logit range"
     assert model.qrt_quantization.method == "qat"
 
 
