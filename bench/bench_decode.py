@@ -46,7 +46,7 @@ def parse_args(argv=None):
     p.add_argument("--dtype", default=None, choices=list(DTYPES), help="default bf16 on CUDA, fp32 on CPU")
     p.add_argument("--no-graph", action="store_true", help="time eager steps on CUDA too")
     p.add_argument("--compile-check", default="aot_eager",
-                   help="torch.compile backend for the fullgraph check on a 2-layer model, or 'none'")
+                   help="torch.compile backend for the fullgraph check on a 1-layer model, or 'none'")
     p.add_argument("--budget-s", type=float, default=None, help="start no new scheme after this many seconds")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--quick", action="store_true", help="tiny dims, 2 layers, few steps (CI smoke run)")
