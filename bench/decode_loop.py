@@ -10,7 +10,7 @@ from torch import nn
 from torch_peers import TorchInt4Linear
 
 
-def quantize_for(model: nn.Module, scheme: str, dtype: torch.dtype) -> dict:
+def quantize_for(model: nn.Module, scheme: str) -> dict:
     """Swap the model's Linear layers (lm_head kept dense) for `scheme`, in place:
     'dense' (nothing), 'torch_int4' (torch's int4 weight-only kernel), or a qrt scheme
     (qrt.quantize_model when the loader exists, else iter_targets + QuantLinear.from_linear)."""
@@ -18,9 +18,10 @@ def quantize_for(model: nn.Module, scheme: str, dtype: torch.dtype) -> dict:
     if scheme == "dense":
         return {"path": "dense", "quantized_layers": 0}
     names = [n for n, _ in iter_targets(model, ("Linear",), ("lm_head",))]
-    if scheme == "torch_int4":
+    if scheme == "torch_int4":  # bfloat16 inside, whatever the model's dtype (see TorchInt4Linear)
         for name in names:  # one layer at a time: its dense weight is freed before the next
-            set_submodule(model, name, TorchInt4Linear.from_linear(model.get_submodule(name), 128, dtype))
+            set_submodule(model, name, TorchInt4Linear.from_linear(model.get_submodule(name), 128,
+                                                                   torch.bfloat16))
         return {"path": "torch._weight_int4pack_mm", "quantized_layers": len(names)}
     from qrt.modules import QuantLinear
     try:

@@ -30,8 +30,9 @@ def _inner_k_tiles(k: int) -> int:
 
 
 class TorchInt4Linear(nn.Module):
-    """y [..., N] = x [..., K] @ dequant(W).T through torch's int4 weight-only kernel.
-    x must be in `dtype` (bfloat16 on CUDA: tinygemm's activation type)."""
+    """y [..., N] = x [..., K] @ dequant(W).T through torch's int4 weight-only kernel, which
+    runs in `dtype` (bfloat16: tinygemm's only type, and the CPU kernel's fast one); x of
+    another dtype is cast to it and y cast back."""
 
     def __init__(self, qw: QuantizedWeight, group_size: int, dtype: torch.dtype,
                  bias: torch.Tensor | None = None):
@@ -77,9 +78,10 @@ class TorchInt4Linear(nn.Module):
         return cls(qw, group_size, dtype, linear.bias.detach() if linear.bias is not None else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.mm(x.reshape(-1, self.in_features), self.packed, self.group_size, self.scales_and_zeros)
+        x2 = x.reshape(-1, self.in_features).to(self.dtype)
+        y = self.mm(x2, self.packed, self.group_size, self.scales_and_zeros)
         y = y.reshape(*x.shape[:-1], self.out_features)
-        return y if self.bias is None else y + self.bias
+        return (y if self.bias is None else y + self.bias).to(x.dtype)
 
 
 class TorchInt8Linear(nn.Module):
