@@ -70,14 +70,13 @@ def quant_rows_ref(x: torch.Tensor, symmetric: bool = True,
     """
     x = x.float()
     m, k = x.shape
-    # one reduction finds the rows holding inf/NaN (amax propagates NaN, |inf| = inf);
-    # only then is the masked copy (inf/NaN counted as 0, as in the kernel) made
-    absmax = x.abs().amax(dim=1) if k else x.new_zeros(m)
-    bad = ~torch.isfinite(absmax)
-    xf = x
-    if bad.any():
-        xf = torch.where(torch.isfinite(x), x, torch.zeros_like(x))
-        absmax = xf.abs().amax(dim=1)
+    # rows holding inf/NaN (amax propagates NaN, |inf| = inf); the statistics use a copy with
+    # inf/NaN counted as 0, as in the kernel. Masked unconditionally: a data-dependent
+    # branch here would break torch.compile(fullgraph=True) of the CPU W8A8/W4A8 path
+    finite = torch.isfinite(x)
+    bad = ~finite.all(dim=1) if k else torch.zeros(m, dtype=torch.bool, device=x.device)
+    xf = torch.where(finite, x, torch.zeros_like(x))
+    absmax = xf.abs().amax(dim=1) if k else x.new_zeros(m)
     zp = None
     if static_scale is not None:
         scale = static_scale.float().reshape(1).expand(m).clone()
