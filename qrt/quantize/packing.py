@@ -8,6 +8,8 @@ stored = q + 2^(b-1). `dim` is the packed dimension (1: along each row, as for
 """
 from __future__ import annotations
 
+import sys
+
 import torch
 
 _U32 = (1 << 32) - 1
@@ -90,6 +92,13 @@ def _pack_aligned(q: torch.Tensor, bits: int) -> torch.Tensor:
 
 def _unpack_aligned(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
     rows, words = packed.shape
-    shifts = torch.arange(0, 32, bits, dtype=torch.int32, device=packed.device)
-    u = (packed.unsqueeze(2) >> shifts) & ((1 << bits) - 1)  # arithmetic shift, then mask
-    return (u.reshape(rows, words * (32 // bits))[:, :n] - (1 << (bits - 1))).to(torch.int8)
+    if sys.byteorder == "little":  # LSB-first words are LSB-first bytes: unpack bytes
+        b = packed.contiguous().view(torch.uint8)
+        if bits == 8:
+            return (b ^ 0x80).view(torch.int8)[:, :n].contiguous()
+        shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=packed.device)
+        u = (b.unsqueeze(2) >> shifts) & ((1 << bits) - 1)  # uint8: 4x less traffic than int32
+    else:
+        shifts = torch.arange(0, 32, bits, dtype=torch.int32, device=packed.device)
+        u = (packed.unsqueeze(2) >> shifts) & ((1 << bits) - 1)  # arithmetic shift, then mask
+    return u.reshape(rows, -1)[:, :n].to(torch.int8) - (1 << (bits - 1))
