@@ -6,6 +6,7 @@ On SIGTERM uvicorn stops accepting connections, lets in-flight requests finish (
 from __future__ import annotations
 
 import logging
+import signal
 
 from qrt.serve.config import EngineConfig
 
@@ -28,4 +29,11 @@ def run_server(model_or_dir: str = "smollm2", host: str = "127.0.0.1", port: int
     app = build_app(engine, served_model_name or model_name(model_or_dir), default_max_tokens)
     if host not in LOOPBACK:
         logging.getLogger("qrt.serve").warning("listening on %s: the server has no authentication", host)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=graceful_timeout)
+    # uvicorn re-raises the signal it stopped on once it has drained; a no-op handler
+    # underneath turns that into a normal return, so a SIGTERM'd server exits with status 0
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=graceful_timeout)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    logging.getLogger("qrt.serve").info("server stopped")

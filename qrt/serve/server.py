@@ -141,17 +141,21 @@ def build_app(engine: Engine, model_name: str, default_max_tokens: int = 16) -> 
         return fmt.full(out)
 
     async def _wait(request: Request, rid: str, outputs: _Outputs) -> RequestOutput | None:
+        next_check = time.monotonic() + 0.2
         try:
             while True:
                 try:
-                    out = await asyncio.wait_for(outputs.next(), timeout=0.5)
+                    out = await asyncio.wait_for(outputs.next(), timeout=0.2)
+                    if out.finished:
+                        return _record(out) if out.outputs[0].finish_reason != "abort" else None
                 except asyncio.TimeoutError:
+                    pass
+                if time.monotonic() >= next_check:  # every 0.2 s, whether tokens flow or not
+                    next_check = time.monotonic() + 0.2
                     if await request.is_disconnected():
                         engine.abort(rid)
-                        return _record(await outputs.next())  # the abort's final output
-                    continue
-                if out.finished:
-                    return _record(out) if out.outputs[0].finish_reason != "abort" else None
+                        _record(await outputs.next())  # the abort's final output
+                        return None
         except asyncio.CancelledError:
             engine.abort(rid)
             raise
