@@ -64,10 +64,19 @@ def paged_attention_forward(module, query, key, value, attention_mask, dropout: 
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
     key, value = cache.update(key_states=key, value_states=value, layer_idx=module.layer_idx, kwargs=kwargs)
-    cu_q = kwargs["cu_seq_lens_q"].tolist()
-    cu_k = kwargs["cu_seq_lens_k"].tolist()
+    out = attend_packed(query, key, value, kwargs["cu_seq_lens_q"].tolist(), kwargs["cu_seq_lens_k"].tolist(),
+                        scaling if scaling is not None else query.shape[-1] ** -0.5)
+    return out.unsqueeze(0), None
+
+
+def attend_packed(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_q: list[int], cu_k: list[int],
+                  scale: float) -> torch.Tensor:
+    """Causal attention of packed sequences, each over its own keys.
+    query [1, H, Tq, D]; key/value [1, Hkv, Tk, D]; sequence i owns query rows
+    cu_q[i]:cu_q[i+1] and keys cu_k[i]:cu_k[i+1], its queries being its last tokens.
+    Zero-length trailing sequences (batch padding) are ignored. Returns [Tq, H, D]."""
     n_seq = next((i for i in range(1, len(cu_q)) if cu_q[i] == cu_q[-1]), len(cu_q) - 1)
-    cu_q, cu_k = cu_q[:n_seq + 1], cu_k[:n_seq + 1]  # drop zero-length padding sequences
+    cu_q, cu_k = cu_q[:n_seq + 1], cu_k[:n_seq + 1]
     q_idx, k_idx, allowed, q_valid = _cached_layout(cu_q, cu_k, query.device)
     h, h_kv, d = query.shape[1], key.shape[1], query.shape[-1]
     rep = h // h_kv
@@ -76,7 +85,6 @@ def paged_attention_forward(module, query, key, value, attention_mask, dropout: 
     q = q.view(h_kv, rep, b, l_max, d).permute(2, 0, 1, 3, 4).reshape(b, h_kv, rep * l_max, d)
     k = key[0].index_select(1, k_idx.flatten()).double().view(h_kv, b, s_max, d).transpose(0, 1)  # [B, Hkv, S, D]
     v = value[0].index_select(1, k_idx.flatten()).double().view(h_kv, b, s_max, d).transpose(0, 1)
-    scale = scaling if scaling is not None else d ** -0.5
     scores = (q @ k.transpose(-1, -2)).view(b, h_kv, rep, l_max, s_max) * scale
     scores = scores.masked_fill(~allowed[:, None, None], float("-inf"))
     probs = scores.softmax(dim=-1).view(b, h_kv, rep * l_max, s_max)
@@ -84,7 +92,7 @@ def paged_attention_forward(module, query, key, value, attention_mask, dropout: 
     packed = out.permute(0, 2, 1, 3)[q_valid]  # [Tq, H, D], rows in packed order
     if packed.shape[0] < query.shape[2]:  # trailing padding tokens, if the batch was padded
         packed = torch.cat([packed, packed.new_zeros(query.shape[2] - packed.shape[0], h, d)])
-    return packed.unsqueeze(0), None
+    return packed
 
 
 def register() -> str:

@@ -183,12 +183,16 @@ class Engine:
         return waiting, len(reqs) - waiting
 
     def free_blocks(self) -> int | None:
-        """Free KV-cache blocks (None before the first request built the cache)."""
+        """Free KV-cache blocks (None before the first request built the cache). Blocks a
+        finished request left cached for prefix reuse count as free: the cache evicts them
+        as soon as a live request needs room."""
         bp = None if self._manager is None else self._manager.batch_processor
         if bp is None:
             return None
         cache = bp.cache
-        return round(cache.compute_free_capacity(relative=True) * cache.num_blocks)
+        free = cache.compute_free_capacity(relative=False)
+        free += sum(len(a.ledger.cached_blocks) * a.bytes_per_block for a in cache.cache_allocators.values())
+        return round(free / (cache.num_sectors * cache.bytes_per_sector) * cache.num_blocks)
 
     # -- generation-thread side -------------------------------------------------------------
     def _deliver(self, outputs) -> None:
