@@ -1,0 +1,92 @@
+"""Offline batched generation: `LLM(model_or_dir).generate(prompts, SamplingParams(...))`.
+
+Every prompt becomes a request of the continuous-batching engine, so prompts of different
+lengths and budgets share forward passes and the KV cache is paged; outputs come back in
+prompt order.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from tqdm.auto import tqdm
+
+from qrt.serve.config import EngineConfig
+from qrt.serve.engine import Engine
+from qrt.serve.outputs import RequestOutput
+from qrt.serve.sampling import SamplingParams
+
+Prompt = "str | list[int]"
+
+
+class LLM:
+    """model: a name or directory (see qrt.serve.model_loading) or an already-built
+    nn.Module (then pass `tokenizer`). quantize: an RTN scheme applied on load ("w4a16")."""
+
+    def __init__(self, model="smollm2", tokenizer=None, quantize: str | None = None,
+                 config: EngineConfig | None = None, **config_kwargs):
+        if config is not None and config_kwargs:
+            raise ValueError(f"pass either config or engine settings, found both ({sorted(config_kwargs)})")
+        if isinstance(model, str) or hasattr(model, "__fspath__"):
+            from qrt.serve.model_loading import load_for_serving
+            model, loaded_tok = load_for_serving(str(model), quantize=quantize)
+            tokenizer = tokenizer or loaded_tok
+        elif tokenizer is None:
+            raise ValueError("tokenizer: expected a tokenizer when model is an nn.Module, found None")
+        elif quantize is not None:
+            from qrt.loader import quantize_model
+            quantize_model(model, quantize, progress=False)
+        self.tokenizer = tokenizer
+        self.engine = Engine(model, tokenizer, config or EngineConfig(**config_kwargs))
+
+    def generate(self, prompts: "Prompt | Sequence[Prompt]", sampling_params: "SamplingParams | Sequence[SamplingParams] | None" = None,
+                 use_tqdm: bool = True) -> list[RequestOutput]:
+        """prompts: a string, token ids, or a list of either. sampling_params: one for all
+        prompts or one per prompt (default: SamplingParams()). Returns one finished
+        RequestOutput per prompt, in order."""
+        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
+            prompts = [prompts]
+        params = sampling_params if sampling_params is not None else SamplingParams()
+        params = list(params) if isinstance(params, (list, tuple)) else [params] * len(prompts)
+        if len(params) != len(prompts):
+            raise ValueError(f"sampling_params: expected 1 or {len(prompts)} (one per prompt), found {len(params)}")
+        encoded = [self._encode(p) for p in prompts]
+        for ids, sp in zip(encoded, params):
+            self.engine.check_prompt(ids, sp)  # fail before anything is queued
+        results: list[RequestOutput | None] = [None] * len(prompts)
+        done = threading.Semaphore(0)
+        if not self.engine.is_running:
+            self.engine.start()
+        bar = tqdm(total=len(prompts), desc="Generating", unit="req", disable=not use_tqdm)
+        pending = list(range(len(prompts)))[::-1]
+        in_flight = 0
+        limit = self.engine.config.max_num_seqs + self.engine.config.max_waiting
+        while pending or in_flight:
+            while pending and in_flight < limit:  # stay under the engine's admission bound
+                i = pending.pop()
+                self.engine.add_request(encoded[i], params[i], _collect(results, i, done),
+                                        prompt=prompts[i] if isinstance(prompts[i], str) else None)
+                in_flight += 1
+            done.acquire()
+            in_flight -= 1
+            bar.update(1)
+        bar.close()
+        return results
+
+    def _encode(self, prompt) -> list[int]:
+        if isinstance(prompt, str):
+            return self.tokenizer(prompt).input_ids
+        if isinstance(prompt, (list, tuple)) and all(isinstance(t, int) for t in prompt):
+            return list(prompt)
+        raise ValueError(f"prompts: expected strings or lists of token ids, found {type(prompt).__name__}")
+
+    def shutdown(self) -> None:
+        self.engine.stop()
+
+
+def _collect(results: list, i: int, done: threading.Semaphore):
+    def sink(out: RequestOutput) -> None:
+        if out.finished:
+            results[i] = out
+            done.release()
+    return sink

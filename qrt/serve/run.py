@@ -1,0 +1,39 @@
+"""Start the HTTP server: load the model, build the app, run uvicorn until SIGINT/SIGTERM.
+
+On SIGTERM uvicorn stops accepting connections, lets in-flight requests finish (up to
+`graceful_timeout` seconds), then the app's lifespan stops the engine.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+
+from qrt.serve.config import EngineConfig
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def run_server(model_or_dir: str = "smollm2", host: str = "127.0.0.1", port: int = 8000,
+               quantize: str | None = None, config: EngineConfig | None = None, served_model_name: str | None = None,
+               default_max_tokens: int = 16, graceful_timeout: float = 30.0, log_level: str = "info") -> None:
+    import uvicorn
+
+    from qrt.serve.engine import Engine
+    from qrt.serve.model_loading import load_for_serving, model_name
+    from qrt.serve.server import build_app
+    if not 0 <= port < 65536:
+        raise ValueError(f"port: expected 0..65535, found {port}")
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    model, tokenizer = load_for_serving(model_or_dir, quantize=quantize)
+    engine = Engine(model, tokenizer, config or EngineConfig())
+    app = build_app(engine, served_model_name or model_name(model_or_dir), default_max_tokens)
+    if host not in LOOPBACK:
+        logging.getLogger("qrt.serve").warning("listening on %s: the server has no authentication", host)
+    # uvicorn re-raises the signal it stopped on once it has drained; a no-op handler
+    # underneath turns that into a normal return, so a SIGTERM'd server exits with status 0
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=graceful_timeout)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    logging.getLogger("qrt.serve").info("server stopped")

@@ -1,0 +1,47 @@
+"""A W4A16 qrt checkpoint behind the server: loaded with qrt.load_quantized, served with
+QuantLinear layers, outputs checked against the same checkpoint run through transformers'
+`generate` one request at a time."""
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
+import pytest
+import torch
+from conftest import serve_in_thread
+from transformers import GenerationConfig
+
+from qrt.loader import load_quantized
+from qrt.modules import QuantLinear
+
+PROMPTS = ["Hello world", "The quick brown fox", "Paged attention keeps the KV cache in", "tiny"]
+
+
+@pytest.fixture(scope="module")
+def qserver(tiny_w4a16_dir):
+    with serve_in_thread(tiny_w4a16_dir, kv_cache_mb=8, max_num_seqs=8) as s:
+        yield s
+
+
+def test_served_model_is_quantized(qserver):
+    layers = [m for m in qserver.engine.model.modules() if isinstance(m, QuantLinear)]
+    assert layers and all(m.scheme.bits == 4 and m.scheme.activations is None for m in layers)
+
+
+def test_quantized_greedy_batched_equals_alone_and_generate(qserver, tiny_w4a16_dir):
+    client = openai.OpenAI(base_url=qserver.base_url + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+    def ask(prompt):
+        r = client.completions.create(model="tiny", prompt=prompt, max_tokens=12, temperature=0,
+                                      extra_body={"ignore_eos": True})
+        return r.choices[0].text
+    alone = [ask(p) for p in PROMPTS]
+    with ThreadPoolExecutor(len(PROMPTS)) as pool:
+        together = list(pool.map(ask, PROMPTS))
+    assert together == alone
+
+    model = load_quantized(tiny_w4a16_dir, device="cpu", progress=False)  # an independent copy, plain generate
+    tok = qserver.engine.tokenizer
+    config = GenerationConfig(max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0)
+    for prompt, text in zip(PROMPTS, alone):
+        ids = tok(prompt).input_ids
+        out = model.generate(torch.tensor([ids]), generation_config=config)[0, len(ids):]
+        assert text == tok.decode(out, skip_special_tokens=True)
