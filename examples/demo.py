@@ -37,12 +37,10 @@ def peak_rss_mb() -> float:
 def measure(kind: str, path: str, new_tokens: int) -> dict:
     """Child process: load one model, generate the reply, time decode."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from qrt.commands.generate import encode_prompt
     from qrt.loader import load_quantized
-    from transformers import AutoConfig
-
     from qrt.skeleton import model_class
     torch.manual_seed(0)
     model_class(AutoConfig.from_pretrained(path))  # import the modeling code before timing (both sides)
@@ -63,9 +61,9 @@ def measure(kind: str, path: str, new_tokens: int) -> dict:
         model.generate(ids, max_new_tokens=1, **gen)
         first_token_s = time.perf_counter() - t
         reply = model.generate(ids, max_new_tokens=new_tokens, **gen)[0, ids.shape[1]:]
-    return {"kind": kind, "load_s": load_s, "load_first_token_s": load_s + first_token_s, "loadavg": os.getloadavg()[0], "rss_before_mb": before, "load_peak_mb": load_peak,
-            "peak_mb": peak_rss_mb(),
-            "reply_ids": reply.tolist(), "reply": tok.decode(reply, skip_special_tokens=True).strip()}
+    return {"kind": kind, "load_s": load_s, "load_first_token_s": load_s + first_token_s,
+            "loadavg": os.getloadavg()[0], "rss_before_mb": before, "load_peak_mb": load_peak,
+            "peak_mb": peak_rss_mb(), "reply_ids": reply.tolist(), "reply": tok.decode(reply, skip_special_tokens=True).strip()}
 
 
 def decode_rates(fp_path: str, q_path: str, steps: int = 32, rounds: int = 5) -> dict:
@@ -125,7 +123,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.child:
         kind, path = args.child
-        result = decode_rates(*path.split("::"), steps=args.new_tokens) if kind == "decode" else measure(kind, path, args.new_tokens)
+        result = decode_rates(*path.split("::"), steps=args.new_tokens) if kind == "decode" \
+            else measure(kind, path, args.new_tokens)
         print(json.dumps(result))
         return
     from qrt.embedded import smollm2_dir

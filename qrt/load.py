@@ -186,7 +186,8 @@ def _retie(model: nn.Module) -> None:
         src, dst = model.get_submodule(s_mod), model.get_submodule(t_mod)
         if isinstance(src, QuantEmbedding):
             bias = getattr(dst, "bias", None)
-            set_submodule(model, t_mod, tied_head(src, bias if bias is not None and bias.device.type != "meta" else None))
+            bias = bias if bias is not None and bias.device.type != "meta" else None
+            set_submodule(model, t_mod, tied_head(src, bias))
         elif getattr(dst, t_attr, None) is not None and getattr(dst, t_attr).device.type == "meta":
             setattr(dst, t_attr, getattr(src, s_attr))
 
