@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from qrt.backend import use_backend
 from qrt.eval.data import CALIB_TEXT, read_text, resolve_text_path
 from qrt.modules import QuantLinear
 from qrt.quantize.calib_data import calibration_windows, sample_windows
@@ -92,8 +93,8 @@ def test_sequential_gptq_propagates_quantized_outputs(tiny_lm_dir, actorder):
     name = "model.layers.1.self_attn.q_proj"
     acc = HessianAccumulator(64)
     handle = layers[name].register_forward_hook(lambda m, a, o: acc.add(a[0]))
-    with torch.no_grad():
-        model(calibration_windows(tok, TEXTS, 6, 32))
+    with torch.no_grad():  # calibration propagates block outputs on the exact (dense) backend
+        use_backend(model, "dense")(calibration_windows(tok, TEXTS, 6, 32))
     handle.remove()
     ref = gptq_quantize_weight(original[name], acc.hessian(), layers[name].scheme, actorder=actorder)
     # same math, different batching of the float32 Hessian sums: a rare rounding flip
