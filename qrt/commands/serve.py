@@ -21,6 +21,9 @@ def register(subparsers) -> None:
     p.add_argument("--page-size", type=int, default=32, help="tokens per KV-cache block")
     p.add_argument("--kv-cache-mb", type=int, default=512, help="KV-cache budget in MiB")
     p.add_argument("--prefix-caching", action="store_true", help="share KV blocks of common prompt prefixes")
+    p.add_argument("--num-threads", type=int, default=None, help="torch threads of the generation loop")
+    p.add_argument("--no-batch-invariant", dest="batch_invariant", action="store_false",
+                   help="transformers' SDPA over the packed batch instead of qrt's per-sequence float64 attention")
     p.add_argument("--default-max-tokens", type=int, default=16, help="max_tokens when a request omits it")
     p.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds to drain requests on SIGTERM")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -32,7 +35,8 @@ def run(args) -> int:
     from qrt.serve.run import run_server
     config = EngineConfig(max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
                           max_waiting=args.max_waiting, max_batch_tokens=args.max_batch_tokens,
-                          page_size=args.page_size, kv_cache_mb=args.kv_cache_mb, prefix_caching=args.prefix_caching)
+                          page_size=args.page_size, kv_cache_mb=args.kv_cache_mb, prefix_caching=args.prefix_caching,
+                          num_threads=args.num_threads, batch_invariant=args.batch_invariant)
     run_server(args.model, args.host, args.port, quantize=args.quantize, config=config,
                served_model_name=args.served_model_name, default_max_tokens=args.default_max_tokens,
                graceful_timeout=args.graceful_timeout, log_level=args.log_level)

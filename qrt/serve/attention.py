@@ -81,15 +81,16 @@ def attend_packed(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, c
     h, h_kv, d = query.shape[1], key.shape[1], query.shape[-1]
     rep = h // h_kv
     b, l_max, s_max = allowed.shape
-    q = query[0].index_select(1, q_idx.flatten()).double()  # [H, B*L, D]
-    q = q.view(h_kv, rep, b, l_max, d).permute(2, 0, 1, 3, 4).reshape(b, h_kv, rep * l_max, d)
-    k = key[0].index_select(1, k_idx.flatten()).double().view(h_kv, b, s_max, d).transpose(0, 1)  # [B, Hkv, S, D]
-    v = value[0].index_select(1, k_idx.flatten()).double().view(h_kv, b, s_max, d).transpose(0, 1)
-    scores = (q @ k.transpose(-1, -2)).view(b, h_kv, rep, l_max, s_max) * scale
-    scores = scores.masked_fill(~allowed[:, None, None], float("-inf"))
-    probs = scores.softmax(dim=-1).view(b, h_kv, rep * l_max, s_max)
-    out = (probs @ v).view(b, h_kv * rep, l_max, d).to(query.dtype)  # [B, H, L, D]
-    packed = out.permute(0, 2, 1, 3)[q_valid]  # [Tq, H, D], rows in packed order
+    # layout [Hkv * B, rows, D]: batch dims stay contiguous, so bmm needs no copies
+    q = query[0].index_select(1, q_idx.flatten()).view(h_kv, rep, b, l_max, d).transpose(1, 2)
+    q = q.reshape(h_kv * b, rep * l_max, d).double()
+    k = key[0].index_select(1, k_idx.flatten()).double().view(h_kv * b, s_max, d)
+    v = value[0].index_select(1, k_idx.flatten()).double().view(h_kv * b, s_max, d)
+    scores = torch.bmm(q, k.transpose(1, 2)).mul_(scale)  # [Hkv * B, rep * L, S]
+    scores.view(h_kv, b, rep, l_max, s_max).masked_fill_(~allowed[None, :, None], float("-inf"))
+    out = torch.bmm(scores.softmax(dim=-1), v).to(query.dtype)  # [Hkv * B, rep * L, D]
+    out = out.view(h_kv, b, rep, l_max, d).permute(1, 3, 0, 2, 4).reshape(b, l_max, h, d)
+    packed = out[q_valid]  # [Tq, H, D], rows in packed order
     if packed.shape[0] < query.shape[2]:  # trailing padding tokens, if the batch was padded
         packed = torch.cat([packed, packed.new_zeros(query.shape[2] - packed.shape[0], h, d)])
     return packed
