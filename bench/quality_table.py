@@ -46,6 +46,9 @@ CONFIGS = {
     "w3a16-g64-rtn": ("rtn", "w3a16", None),
     "w3a16-g64-gptq-act": ("gptq", "w3a16", "weight"),
     "w2a16-g64-gptq-act": ("gptq", "w2a16", "weight"),
+    # true 128-column groups (SmolLM2's 576-wide inputs end in a ragged 64-column group; qrt-only files)
+    "w4a16-g128ragged-rtn": ("rtn", "w4a16", None, {"ragged_groups": True}),
+    "w4a16-g128ragged-gptq-act": ("gptq", "w4a16", "weight", {"ragged_groups": True}),
     # run-to-run spread of GPTQ: the same config calibrated on other windows of the same text
     "w4a16-g128-gptq-act-seed1": ("gptq", "w4a16", "weight", {"seed": 1}),
 }
@@ -99,7 +102,7 @@ def quantize(name: str, model, tok, model_dir, args) -> dict:
     method, scheme, actorder, *extra = CONFIGS[name]
     t0, cpu0 = time.time(), time.process_time()
     if method == "rtn":
-        quantize_model(model, scheme, progress=False)
+        quantize_model(model, scheme, progress=False, **(extra[0] if extra else {}))
     elif method == "gptq":
         gptq_quantize_model(model, tok, scheme, nsamples=args.nsamples, seqlen=args.seqlen, actorder=actorder,
                             **(extra[0] if extra else {}))
@@ -128,7 +131,7 @@ def cached_quantize(name: str, model, tok, model_dir, args):
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
         if method == "gptq":
-            save_quantized(model, cache / "ckpt", tokenizer=tok, dtype=torch.float32)
+            save_quantized(model, cache / "ckpt", tokenizer=tok, dtype=torch.float32, ragged_groups=True)
         else:
             torch.save({n: m.weight for n, m in model.named_modules()
                         if isinstance(m, torch.nn.Linear) and n != "lm_head"}, cache / "weights.pt")
