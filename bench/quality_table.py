@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -28,11 +29,12 @@ ROOT = Path(__file__).resolve().parent
 RUNS = ROOT / "results" / "quality_runs"
 OUT = ROOT / "results" / "quality_smollm2.json"
 
-# name: (method, scheme, actorder); method fp | rtn | gptq | llmc
+# name: (method, scheme, actorder[, extra gptq_quantize_model kwargs]); method fp | rtn | gptq | llmc
 CONFIGS = {
     "fp32": ("fp", None, None),
     "w8a16-rtn": ("rtn", "w8a16", None),
     "w8a8-rtn": ("rtn", "w8a8", None),
+    "w8a8-gptq-act": ("gptq", "w8a8", "weight"),
     "w4a8-rtn": ("rtn", "w4a8", None),
     "w4a16-g128-rtn": ("rtn", "w4a16", None),
     "w4a16-g128-gptq": ("gptq", "w4a16", None),
@@ -44,6 +46,11 @@ CONFIGS = {
     "w3a16-g64-rtn": ("rtn", "w3a16", None),
     "w3a16-g64-gptq-act": ("gptq", "w3a16", "weight"),
     "w2a16-g64-gptq-act": ("gptq", "w2a16", "weight"),
+    # true 128-column groups (SmolLM2's 576-wide inputs end in a ragged 64-column group; qrt-only files)
+    "w4a16-g128ragged-rtn": ("rtn", "w4a16", None, {"ragged_groups": True}),
+    "w4a16-g128ragged-gptq-act": ("gptq", "w4a16", "weight", {"ragged_groups": True}),
+    # run-to-run spread of GPTQ: the same config calibrated on other windows of the same text
+    "w4a16-g128-gptq-act-seed1": ("gptq", "w4a16", "weight", {"seed": 1}),
 }
 
 
@@ -54,12 +61,11 @@ def hardware() -> dict:
             "python": platform.python_version()}
 
 
-def load_fp32():
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from qrt.embedded import smollm2_dir
-    d = smollm2_dir()
-    return AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32), AutoTokenizer.from_pretrained(d), d
+def load_fp32(name: str = "smollm2"):
+    from qrt.hub import load_fp_model, resolve_model_dir
+    d = resolve_model_dir(name)
+    model, tok = load_fp_model(d, dtype=torch.float32)
+    return model, tok, d
 
 
 def llmc_quantize(model, tokenizer, model_dir, scheme_name, actorder, args) -> float:
@@ -78,9 +84,10 @@ def llmc_quantize(model, tokenizer, model_dir, scheme_name, actorder, args) -> f
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(calibration_windows(tokenizer, None, args.nsamples, args.seqlen, seed=0), f"{tmp}/w.pt")
         Path(f"{tmp}/spec.json").write_text(json.dumps(spec))
+        env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))  # same threads as ours
         subprocess.run([args.llmc_python, str(ROOT / "llmc_gptq.py"), "--model", str(model_dir),
                         "--windows", f"{tmp}/w.pt", "--spec", f"{tmp}/spec.json", "--out", f"{tmp}/out.pt"],
-                       check=True)
+                       check=True, env=env)
         out = torch.load(f"{tmp}/out.pt")
     with torch.no_grad():
         for name, w in out["weights"].items():
@@ -88,30 +95,61 @@ def llmc_quantize(model, tokenizer, model_dir, scheme_name, actorder, args) -> f
     return out["seconds"]
 
 
-def run_config(name: str, args) -> dict:
+def quantize(name: str, model, tok, model_dir, args) -> dict:
+    """Quantize `model` in place per CONFIGS[name]; -> timing fields."""
     from qrt.convert import quantize_model
-    from qrt.eval.ppl import perplexity, tokenize_eval_text
     from qrt.quantize.calibration import gptq_quantize_model
-    method, scheme, actorder = CONFIGS[name]
-    model, tok, model_dir = load_fp32()
+    method, scheme, actorder, *extra = CONFIGS[name]
     t0, cpu0 = time.time(), time.process_time()
     if method == "rtn":
-        quantize_model(model, scheme, progress=False)
+        quantize_model(model, scheme, progress=False, **(extra[0] if extra else {}))
     elif method == "gptq":
-        gptq_quantize_model(model, tok, scheme, nsamples=args.nsamples, seqlen=args.seqlen, actorder=actorder)
+        gptq_quantize_model(model, tok, scheme, nsamples=args.nsamples, seqlen=args.seqlen, actorder=actorder,
+                            **(extra[0] if extra else {}))
     elif method == "llmc":
-        llmc_seconds = llmc_quantize(model, tok, model_dir, scheme, actorder, args)
-    quant_seconds, quant_cpu = time.time() - t0, time.process_time() - cpu0
+        return {"quantize_seconds": llmc_quantize(model, tok, model_dir, scheme, actorder, args),
+                "quantize_cpu_seconds": None}
+    return {"quantize_seconds": time.time() - t0 if method != "fp" else 0.0,
+            "quantize_cpu_seconds": time.process_time() - cpu0 if method != "fp" else None}
+
+
+def cached_quantize(name: str, model, tok, model_dir, args):
+    """quantize(), or its result from --cache-dir: GPTQ models as fp32 qrt checkpoints,
+    llmcompressor's as its dequantized weights. -> (model, timing fields)."""
+    from qrt.loader import load_quantized, save_quantized
+    method = CONFIGS[name][0]
+    cache = Path(args.cache_dir) / name if args.cache_dir and method in ("gptq", "llmc") else None
+    if cache is not None and (cache / "timing.json").exists():
+        timing = json.loads((cache / "timing.json").read_text())
+        if method == "gptq":
+            return load_quantized(cache / "ckpt", device="cpu", dtype=torch.float32, progress=False), timing
+        with torch.no_grad():
+            for n, w in torch.load(cache / "weights.pt").items():
+                model.get_submodule(n).weight.copy_(w)
+        return model, timing
+    timing = quantize(name, model, tok, model_dir, args)
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        if method == "gptq":
+            save_quantized(model, cache / "ckpt", tokenizer=tok, dtype=torch.float32, ragged_groups=True)
+        else:
+            torch.save({n: m.weight for n, m in model.named_modules()
+                        if isinstance(m, torch.nn.Linear) and n != "lm_head"}, cache / "weights.pt")
+        (cache / "timing.json").write_text(json.dumps(timing))
+    return model, timing
+
+
+def run_config(name: str, args) -> dict:
+    from qrt.eval.ppl import perplexity, tokenize_eval_text
+    method, scheme, actorder, *extra = CONFIGS[name]
+    model, tok, model_dir = load_fp32(args.model)
+    model, timing = cached_quantize(name, model, tok, model_dir, args)
     t0 = time.time()
     res = perplexity(model, tokenize_eval_text(tok), max_windows=args.windows or None).to_dict()
     res.update(config=name, method=method, scheme=scheme, actorder=actorder, eval_seconds=time.time() - t0,
-               threads=torch.get_num_threads(),
-               quantize_seconds=quant_seconds if method != "fp" else 0.0,
-               quantize_cpu_seconds=quant_cpu if method in ("rtn", "gptq") else None)
-    if method == "llmc":
-        res["quantize_seconds"] = llmc_seconds
+               threads=torch.get_num_threads(), **timing)
     if method in ("gptq", "llmc"):
-        res.update(nsamples=args.nsamples, seqlen=args.seqlen)
+        res.update(nsamples=args.nsamples, seqlen=args.seqlen, **(extra[0] if extra else {}))
     return res
 
 
@@ -122,23 +160,29 @@ def main() -> None:
     ap.add_argument("--nsamples", type=int, default=128)
     ap.add_argument("--seqlen", type=int, default=512)
     ap.add_argument("--llmc-python", default="/work/venvs/llmc/bin/python")
+    ap.add_argument("--model", default="smollm2", help="fp model: smollm2 (default) or a directory")
+    ap.add_argument("--results", default=str(RUNS), help="per-config result directory")
+    ap.add_argument("--cache-dir", default=None,
+                    help="keep quantized models here and reuse them (e.g. to re-evaluate on more windows)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch intra-op threads (on a shared, oversubscribed CPU 1 avoids OpenMP thrash)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    RUNS.mkdir(parents=True, exist_ok=True)
+    runs = Path(args.results)
+    runs.mkdir(parents=True, exist_ok=True)
     for name in args.only.split(","):
         if name not in CONFIGS:
             sys.exit(f"unknown config {name!r}; expected one of {list(CONFIGS)}")
-        path = RUNS / f"{name}__w{args.windows}.json"
+        path = runs / f"{name}__w{args.windows}.json"
         if path.exists():
             continue
         res = run_config(name, args)
         path.write_text(json.dumps(res, indent=1) + "\n")
         print(f"{name}: ppl {res['ppl']:.4f} ({res['windows']} windows, quantize {res['quantize_seconds']:.0f} s, "
               f"eval {res['eval_seconds']:.0f} s)", flush=True)
-    write_table()
+    if runs == RUNS:
+        write_table()
 
 
 def write_table() -> None:
