@@ -40,8 +40,10 @@ def int4pack_group(group_size: int, k: int) -> int | None:
 
 
 def _expand_to_blocks(t: torch.Tensor, group_size: int, k: int, block: int) -> torch.Tensor:
-    """[N, n_groups] per-group values -> [N, ceil(k/block)] per-block values."""
-    return expand_groups(t, group_size, k)[:, ::block]
+    """[N, n_groups] per-group values -> [N, ceil(k/block)] per-block values (a block's
+    first column decides its group; blocks never straddle groups, see int4pack_group)."""
+    first_cols = torch.arange(0, k, block, device=t.device)
+    return t.index_select(1, (first_cols // group_size).clamp_(max=t.shape[1] - 1))
 
 
 @dataclass(frozen=True)
@@ -61,16 +63,18 @@ class Int4PackCPU:
         n, k = q.shape
         g = int4pack_group(group_size, k)
         s_blk = _expand_to_blocks(scale.float(), group_size, k, g)
-        qi = q.to(torch.int32)
+        u = q + 8  # the unsigned nibble, still int8 (1 byte a value until the final int32 copy)
         zero_blk = torch.zeros_like(s_blk)
         if zero is not None:
             if bits < 4:  # q - z in [-7, 7]: exact in a nibble, no float zero needed
-                qi = qi - expand_groups(zero.to(torch.int32), group_size, k)
+                u = u - expand_groups(zero.to(torch.int8), group_size, k)
             else:
                 zero_blk = -_expand_to_blocks(zero.float(), group_size, k, g) * s_blk
         n_pad, k_pad = _round_up(n, _INT4PACK_N_MULTIPLE), _round_up(k, g)
         # padded rows and columns hold q = 0 (nibble 8) with scale 0: they add nothing
-        u = F.pad(qi + 8, (0, k_pad - k, 0, n_pad - n), value=8)
+        if (n_pad, k_pad) != (n, k):
+            u = F.pad(u, (0, k_pad - k, 0, n_pad - n), value=8)
+        u = u.to(torch.int32)
         sz = torch.stack([s_blk, zero_blk], dim=-1)
         sz = F.pad(sz, (0, 0, 0, k_pad // g - sz.shape[1], 0, n_pad - n))
         packed = torch._convert_weight_to_int4pack_for_cpu(u, 2)

@@ -14,6 +14,7 @@ import transformers
 from accelerate import init_empty_weights
 from torch import nn
 from transformers import AutoConfig
+from transformers.initialization import no_init_weights
 
 
 def load_config(root: Path, trust_remote_code: bool = False):
@@ -40,7 +41,9 @@ def model_class(config, trust_remote_code: bool = False):
 def build_skeleton(config, dtype: torch.dtype, trust_remote_code: bool = False) -> nn.Module:
     """Model from `config`: parameters on meta in `dtype`, buffers real on the CPU."""
     cls = model_class(config, trust_remote_code)
-    with init_empty_weights(include_buffers=False):
+    # no_init_weights: random init of parameters that are all loaded next is wasted work
+    # (0.3 s of SmolLM2's load); buffers still come from each module's own __init__
+    with init_empty_weights(include_buffers=False), no_init_weights():
         if cls.__name__.startswith("Auto"):
             model = cls.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
         else:
