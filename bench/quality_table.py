@@ -40,6 +40,10 @@ CONFIGS = {
     "w4a16-g128-gptq": ("gptq", "w4a16", None),
     "w4a16-g128-gptq-act": ("gptq", "w4a16", "weight"),
     "w4a16-g128-llmc-act": ("llmc", "w4a16", "weight"),
+    "w4a16-g128-llmc": ("llmc", "w4a16", None),
+    # llmcompressor's exact settings: it keeps float32 scales (qrt writes 16-bit ones)
+    "w4a16-g128-gptq-act-fp32scale": ("gptq", "w4a16", "weight", {"scale_dtype": "float32"}),
+    "w4a16-g128-gptq-static-fp32scale": ("gptq", "w4a16", None, {"scale_dtype": "float32", "static_groups": True}),
     "w4a16-g64-rtn": ("rtn", "w4a16-g64", None),
     "w4a16-g64-gptq": ("gptq", "w4a16-g64", None),
     "w4a16-g64-gptq-act": ("gptq", "w4a16-g64", "weight"),
@@ -99,13 +103,17 @@ def quantize(name: str, model, tok, model_dir, args) -> dict:
     """Quantize `model` in place per CONFIGS[name]; -> timing fields."""
     from qrt.convert import quantize_model
     from qrt.quantize.calibration import gptq_quantize_model
+    from qrt.schemes import resolve_scheme
     method, scheme, actorder, *extra = CONFIGS[name]
+    extra = dict(extra[0]) if extra else {}
+    if "scale_dtype" in extra:
+        scheme = resolve_scheme(scheme).replace(scale_dtype=extra.pop("scale_dtype"))
     t0, cpu0 = time.time(), time.process_time()
     if method == "rtn":
-        quantize_model(model, scheme, progress=False, **(extra[0] if extra else {}))
+        quantize_model(model, scheme, progress=False, **extra)
     elif method == "gptq":
         gptq_quantize_model(model, tok, scheme, nsamples=args.nsamples, seqlen=args.seqlen, actorder=actorder,
-                            **(extra[0] if extra else {}))
+                            **extra)
     elif method == "llmc":
         return {"quantize_seconds": llmc_quantize(model, tok, model_dir, scheme, actorder, args),
                 "quantize_cpu_seconds": None}
@@ -164,12 +172,17 @@ def main() -> None:
     ap.add_argument("--results", default=str(RUNS), help="per-config result directory")
     ap.add_argument("--cache-dir", default=None,
                     help="keep quantized models here and reuse them (e.g. to re-evaluate on more windows)")
+    ap.add_argument("--markdown", action="store_true",
+                    help="only print the README table from the runs already in --results")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch intra-op threads (on a shared, oversubscribed CPU 1 avoids OpenMP thrash)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     runs = Path(args.results)
+    if args.markdown:
+        print(markdown_table(runs, args.windows))
+        return
     runs.mkdir(parents=True, exist_ok=True)
     for name in args.only.split(","):
         if name not in CONFIGS:
@@ -183,6 +196,31 @@ def main() -> None:
               f"eval {res['eval_seconds']:.0f} s)", flush=True)
     if runs == RUNS:
         write_table()
+
+
+LABELS = {"fp": "fp32", "rtn": "RTN", "gptq": "GPTQ (qrt)", "llmc": "GPTQ (llmcompressor 0.14)"}
+
+
+def markdown_table(runs: Path, windows: int) -> str:
+    """The README quality table: one row per config run on `windows` windows, in CONFIGS order;
+    "gap closed" compares a GPTQ row with RTN of the same scheme: 1 - (gptq - fp) / (rtn - fp)."""
+    got = {n: json.loads((runs / f"{n}__w{windows}.json").read_text()) for n in CONFIGS
+           if (runs / f"{n}__w{windows}.json").exists()}
+    fp = got["fp32"]["ppl"]
+    rtn = {(r["scheme"], r.get("ragged_groups", False)): r["ppl"] for r in got.values() if r["method"] == "rtn"}
+    lines = ["| config | scheme | method | actorder | perplexity | vs fp32 | RTN gap closed | quantize time (threads) |",
+             "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    for name, r in got.items():
+        base = rtn.get((r["scheme"], r.get("ragged_groups", False)))
+        closed = (f"{1 - (r['ppl'] - fp) / (base - fp):.0%}" if r["method"] in ("gptq", "llmc") and base else "")
+        extra = (", fp32 scales" if r.get("scale_dtype") == "float32" else "") + \
+            (", static groups" if r.get("static_groups") else "")
+        secs = r.get("quantize_seconds") or 0
+        when = "-" if r["method"] == "fp" else (f"{secs / 60:.1f} min" if secs >= 60 else f"{secs:.0f} s")
+        when += f" ({r['threads']})" if r["method"] != "fp" and r.get("threads") else ""
+        lines.append(f"| `{name}` | {r['scheme'] or '-'} | {LABELS[r['method']]}{extra} | {r.get('actorder') or '-'} | "
+                     f"{r['ppl']:.3f} | {100 * (r['ppl'] / fp - 1):+.2f}% | {closed} | {when} |")
+    return "\n".join(lines)
 
 
 def write_table() -> None:
