@@ -162,7 +162,7 @@ def main() -> None:
     cfg = json.loads((fp_dir / "config.json").read_text())
     budget = 1.5 * (saved.total_bytes + 4 * cfg["vocab_size"] * cfg["hidden_size"]) / 2**20
     print(f"load RSS growth {q['load_peak_mb'] - q['rss_before_mb']:.0f} MB vs target 1.5 x (checkpoint + "
-          f"fp32 embedding) = {budget:.0f} MB; load {fp['load_s'] / q['load_s']:.2f}x faster than fp32 "
+          f"fp32 embedding) = {budget:.0f} MB; load takes {q['load_s'] / fp['load_s']:.2f}x the time of fp32 "
           f"from_pretrained; decode {q['decode_tok_s'] / fp['decode_tok_s']:.2f}x fp32")
     print(f"[3/3] same greedy tokens as fp32: {fp['reply_ids'] == q['reply_ids']}")
 
