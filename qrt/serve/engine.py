@@ -128,7 +128,11 @@ class Engine:
 
     @property
     def is_running(self) -> bool:
-        return self._manager is not None and self._manager.is_running()
+        """The generation loop is alive and accepts requests. A loop that hit a fatal error
+        stays alive for a moment while it fails its requests; a request added then would be
+        dropped or failed with the old error, so it counts as not running (-> restart)."""
+        m = self._manager
+        return m is not None and m.is_running() and m.background_thread_status.can_accept_new_requests() is None
 
     # -- requests ---------------------------------------------------------------------------
     def check_prompt(self, prompt_ids: list[int], params: SamplingParams) -> None:

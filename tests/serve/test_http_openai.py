@@ -6,7 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from tiny_serving import greedy_tokens
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 PROMPTS = ["Hello world", "The quick brown fox jumps over", "Paged attention keeps",
            "Continuous batching shares forward passes between requests and", "tiny", "blocks of the KV cache"]
@@ -14,10 +15,7 @@ PROMPTS = ["Hello world", "The quick brown fox jumps over", "Paged attention kee
 
 def hf_greedy(model_dir, prompt_ids: list[int], n: int) -> list[int]:
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    # no EOS: never stop early, like ignore_eos (min_new_tokens would mask the EOS logit instead)
-    config = GenerationConfig(max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0)
-    out = model.generate(torch.tensor([prompt_ids]), generation_config=config)
-    return out[0, len(prompt_ids):].tolist()
+    return greedy_tokens(model, prompt_ids, n)  # never stops at EOS, like ignore_eos
 
 
 def test_completion_greedy_matches_transformers_generate(client, tiny_dir):

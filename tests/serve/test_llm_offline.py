@@ -1,11 +1,10 @@
 """qrt.LLM(...).generate: continuous batching offline, checked against transformers' generate."""
 import pytest
-import torch
-from transformers import GenerationConfig
 
 import qrt
 from qrt.serve.config import EngineConfig
 from qrt.serve.engine import Engine
+from tiny_serving import greedy_tokens
 
 
 @pytest.fixture(scope="module")
@@ -16,8 +15,7 @@ def llm(tiny_dir):
 
 
 def greedy_reference(model, ids, n):
-    config = GenerationConfig(max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0)
-    return model.generate(torch.tensor([ids]), generation_config=config)[0, len(ids):].tolist()
+    return greedy_tokens(model, ids, n)
 
 
 def test_generate_many_prompts_in_order_with_their_own_budgets(llm):

@@ -53,3 +53,20 @@ def save_tiny(out_dir: Path, seed: int, quantize: str | None = None) -> Path:
         save_quantized(model, out_dir)
     tok.save_pretrained(out_dir)
     return out_dir
+
+
+def greedy_tokens(model, prompt_ids: list[int], n: int) -> list[int]:
+    """n greedy tokens from transformers' generate that never stop at EOS, as a request with
+    ignore_eos generates. generate() fills an unset eos_token_id from model.generation_config,
+    so passing eos_token_id=None is not enough: clear it there for the call. (min_new_tokens
+    would mask the EOS logit instead and change the argmax.)"""
+    from transformers import GenerationConfig
+    saved = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = None
+    try:
+        config = GenerationConfig(max_new_tokens=n, do_sample=False, pad_token_id=0)
+        out = model.generate(torch.tensor([prompt_ids]), generation_config=config)[0, len(prompt_ids):].tolist()
+    finally:
+        model.generation_config.eos_token_id = saved
+    assert len(out) == n, f"reference stopped after {len(out)} of {n} tokens"
+    return out
