@@ -167,7 +167,10 @@ def main() -> None:
     ap.add_argument("--only", default=",".join(CONFIGS), help="comma-separated configs")
     ap.add_argument("--nsamples", type=int, default=128)
     ap.add_argument("--seqlen", type=int, default=512)
-    ap.add_argument("--llmc-python", default="/work/venvs/llmc/bin/python")
+    ap.add_argument("--llmc-python", default=os.environ.get("QRT_LLMCOMPRESSOR_PYTHON",
+                                                            str(ROOT.parent / ".venv-llmc" / "bin" / "python")),
+                    help="a python with llmcompressor (default: $QRT_LLMCOMPRESSOR_PYTHON, else the "
+                         ".venv-llmc that scripts/setup.sh --llmcompressor creates)")
     ap.add_argument("--model", default="smollm2", help="fp model: smollm2 (default) or a directory")
     ap.add_argument("--results", default=str(RUNS), help="per-config result directory")
     ap.add_argument("--cache-dir", default=None,

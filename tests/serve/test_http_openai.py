@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from tiny_serving import greedy_tokens
+from tiny_serving import greedy_alone_and_together, greedy_tokens
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 PROMPTS = ["Hello world", "The quick brown fox jumps over", "Paged attention keeps",
@@ -61,13 +61,7 @@ def test_streaming_chunks_add_up_to_the_full_response(client, endpoint):
 
 
 def test_concurrent_greedy_equals_one_at_a_time(client):
-    def ask(prompt):
-        r = client.completions.create(model="tiny", prompt=prompt, max_tokens=16, temperature=0,
-                                      extra_body={"ignore_eos": True})
-        return r.choices[0].text
-    alone = [ask(p) for p in PROMPTS]
-    with ThreadPoolExecutor(len(PROMPTS)) as pool:
-        together = list(pool.map(ask, PROMPTS))
+    alone, together = greedy_alone_and_together(client, PROMPTS, 16)
     assert together == alone
 
 

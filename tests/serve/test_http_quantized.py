@@ -1,12 +1,11 @@
 """A W4A16 qrt checkpoint behind the server: loaded with qrt.load_quantized, served with
 QuantLinear layers, outputs checked against the same checkpoint run through transformers'
 `generate` one request at a time."""
-from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
 from conftest import serve_in_thread
-from tiny_serving import greedy_tokens
+from tiny_serving import greedy_alone_and_together, greedy_tokens
 
 from qrt.loader import load_quantized
 from qrt.modules import QuantLinear
@@ -28,13 +27,7 @@ def test_served_model_is_quantized(qserver):
 def test_quantized_greedy_batched_equals_alone_and_generate(qserver, tiny_w4a16_dir):
     client = openai.OpenAI(base_url=qserver.base_url + "/v1", api_key="unused", max_retries=0, timeout=120)
 
-    def ask(prompt):
-        r = client.completions.create(model="tiny", prompt=prompt, max_tokens=12, temperature=0,
-                                      extra_body={"ignore_eos": True})
-        return r.choices[0].text
-    alone = [ask(p) for p in PROMPTS]
-    with ThreadPoolExecutor(len(PROMPTS)) as pool:
-        together = list(pool.map(ask, PROMPTS))
+    alone, together = greedy_alone_and_together(client, PROMPTS, 12)
     assert together == alone
 
     model = load_quantized(tiny_w4a16_dir, device="cpu", progress=False)  # an independent copy, plain generate

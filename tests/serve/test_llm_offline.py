@@ -14,10 +14,6 @@ def llm(tiny_dir):
     llm.shutdown()
 
 
-def greedy_reference(model, ids, n):
-    return greedy_tokens(model, ids, n)
-
-
 def test_generate_many_prompts_in_order_with_their_own_budgets(llm):
     """7 prompts through an engine admitting 3 at a time; each output equals plain generate."""
     tok = llm.tokenizer
@@ -29,7 +25,7 @@ def test_generate_many_prompts_in_order_with_their_own_budgets(llm):
     for p, sp, out in zip(prompts, params, outs):
         ids = tok(p).input_ids
         assert out.prompt == p and out.prompt_token_ids == ids and out.finished
-        assert out.outputs[0].token_ids == greedy_reference(model, ids, sp.max_tokens)
+        assert out.outputs[0].token_ids == greedy_tokens(model, ids, sp.max_tokens)
         assert out.outputs[0].text == tok.decode(out.outputs[0].token_ids, skip_special_tokens=True)
         assert out.outputs[0].finish_reason == "length"
         m = out.metrics
@@ -41,7 +37,7 @@ def test_eos_stops_with_reason_stop(tiny_dir):
     from qrt.serve.model_loading import load_for_serving
     model, tok = load_for_serving(str(tiny_dir))
     ids = tok("The quick brown fox").input_ids
-    free_run = greedy_reference(model, ids, 8)
+    free_run = greedy_tokens(model, ids, 8)
     k = next(i for i in range(1, 8) if free_run[i] not in free_run[:i])
     model.generation_config.eos_token_id = free_run[k]
     llm = qrt.LLM(model, tok, kv_cache_mb=4, num_threads=1)

@@ -70,3 +70,17 @@ def greedy_tokens(model, prompt_ids: list[int], n: int) -> list[int]:
         model.generation_config.eos_token_id = saved
     assert len(out) == n, f"reference stopped after {len(out)} of {n} tokens"
     return out
+
+
+def greedy_alone_and_together(client, prompts: list[str], max_tokens: int) -> tuple[list[str], list[str]]:
+    """The texts of greedy completions (ignore_eos) asked one at a time, then all at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(prompt):
+        r = client.completions.create(model="tiny", prompt=prompt, max_tokens=max_tokens, temperature=0,
+                                      extra_body={"ignore_eos": True})
+        return r.choices[0].text
+    alone = [ask(p) for p in prompts]
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        together = list(pool.map(ask, prompts))
+    return alone, together
