@@ -39,7 +39,7 @@ class LLM:
         elif tokenizer is None:
             raise ValueError("tokenizer: expected a tokenizer when model is an nn.Module, found None")
         elif quantize is not None:
-            from qrt.loader import quantize_model
+            from qrt.quantize.rtn import quantize_model
             quantize_model(model, quantize, progress=False)
         self.tokenizer = tokenizer
         self.engine = Engine(model, tokenizer, config or EngineConfig(**config_kwargs))

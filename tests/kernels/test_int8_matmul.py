@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from qrt.quantize.packing import pack_int32
+from qrt.numerics.packing import pack_int32
 from qrt_kernels import dispatch
 from qrt_kernels.int8_gemv import a8_gemv
 from qrt_kernels.int8_matmul import a8_matmul
