@@ -18,6 +18,7 @@ import triton.language as tl
 
 from .a16_configs import A16Config
 from .arg_checks import check_dequant_matmul_args
+from .launch import launch
 
 
 @triton.jit
@@ -185,8 +186,7 @@ def dequant_matmul_decode(x, w_packed, scales, zeros, bits, group_size, bias=Non
     split_k = _check_split_k(cfg, "decode")
     y = _output(m, n, x, split_k)
     grid = (triton.cdiv(n, cfg.block_n), split_k, triton.cdiv(m, cfg.block_m))
-    dequant_matmul_decode_kernel[grid](
-        *_common_args(x, w_packed, scales, zeros, bias, y, m, n, k),
+    launch(dequant_matmul_decode_kernel, grid, _common_args(x, w_packed, scales, zeros, bias, y, m, n, k),
         BITS=bits, GROUP_SIZE=group_size, HAS_ZEROS=zeros is not None, HAS_BIAS=bias is not None,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, SPLIT_K=split_k,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
@@ -199,8 +199,7 @@ def dequant_matmul_tile(x, w_packed, scales, zeros, bits, group_size, bias=None,
     split_k = _check_split_k(cfg, "tile")
     y = _output(m, n, x, split_k)
     grid = (triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n), split_k)
-    dequant_matmul_tile_kernel[grid](
-        *_common_args(x, w_packed, scales, zeros, bias, y, m, n, k),
+    launch(dequant_matmul_tile_kernel, grid, _common_args(x, w_packed, scales, zeros, bias, y, m, n, k),
         BITS=bits, GROUP_SIZE=group_size, HAS_ZEROS=zeros is not None, HAS_BIAS=bias is not None,
         SCALE_AFTER_DOT=group_size >= k or group_size % cfg.block_k == 0,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
