@@ -62,23 +62,31 @@ def _auto_split_k(m: int, n: int, k: int, cfg: A16Config, n_sm: int) -> int:
 
 
 def _fit_block_k(cfg: A16Config, group_size: int, k: int) -> A16Config:
-    """Tile kernel: shrink BLOCK_K (not below 16) until it divides the group size, so each
-    K block lies in one group and the scale can multiply the fp32 dot result. When no such
-    block exists (group size not a multiple of 16) the kernel scales each element instead."""
-    if cfg.kernel != "tile" or group_size >= k:
+    """Shrink BLOCK_K (not below 16) until it divides the group size, so each K block lies
+    in one group and the scale can multiply the fp32 dot result. Tile kernel: when no such
+    block exists (group size not a multiple of 16) it scales each element instead; decode
+    kernel: the 16-row tile kernel takes over (it needs BLOCK_K | group)."""
+    if cfg.kernel == "dequant_torch" or group_size >= k:
         return cfg
     bk = cfg.block_k
     while bk > 16 and group_size % bk:
         bk //= 2
-    return cfg.replace(block_k=bk) if group_size % bk == 0 else cfg
+    if group_size % bk == 0:
+        return cfg.replace(block_k=bk)
+    if cfg.kernel == "decode":
+        return A16Config("tile", cfg.max_m, block_m=16, block_n=64, block_k=64, num_stages=4)
+    return cfg
 
 
 def select_a16_config(m: int, n: int, k: int, group_size: int, table: tuple[A16Config, ...],
                       n_sm: int) -> A16Config:
-    """The table row for M, with split_k resolved and BLOCK_K fitted to the group size."""
+    """The table row for M, with split_k resolved and BLOCK_K fitted to the group size.
+    The decode kernel never splits K (one launch per linear, no atomics)."""
     cfg = next(row for row in table if row.max_m is None or m <= row.max_m)
     cfg = _fit_block_k(cfg, group_size, k)
-    if cfg.kernel != "dequant_torch" and cfg.split_k is None:
+    if cfg.kernel == "decode":
+        return cfg.replace(split_k=1)
+    if cfg.kernel == "tile" and cfg.split_k is None:
         cfg = cfg.replace(split_k=_auto_split_k(m, n, k, cfg, n_sm))
     return cfg
 
@@ -97,8 +105,8 @@ def dequant_matmul(x: torch.Tensor, w_packed: torch.Tensor, scales: torch.Tensor
     w_packed int32 [N, ceil(K*bits/32)] (compressed-tensors layout, bits 2/4/8); scales
     [N, ceil(K/group_size)] (per-channel: [N, 1] with group_size >= K); zeros int [N, groups]
     or None (dequant = (q - zeros) * scales); bias [N] or None.
-    Small M: decode kernel; larger M: tile kernel; past the crossover: dequantize + torch
-    matmul. Without Triton (CPU, no interpreter): the plain-torch twin.
+    M <= 16: GEMV kernel; larger M: tile kernel; past the crossover, and for fp32 x:
+    dequantize + torch matmul. Without Triton (CPU, no interpreter): the plain-torch twin.
     """
     m, n, k = check_dequant_matmul_args(x, w_packed, scales, zeros, bits, group_size, bias)
     if not triton_runs_on(x.device):
@@ -107,9 +115,11 @@ def dequant_matmul(x: torch.Tensor, w_packed: torch.Tensor, scales: torch.Tensor
     from .dequant import dequant_weight
     from .dequant_matmul import dequant_matmul_decode, dequant_matmul_tile
     cfg = a16_config_for(x, n, group_size)
-    if cfg.kernel == "decode":
+    # fp32 activations: no fp32 tensor-core path worth having (an FMA dot spills); the
+    # dequantized weight and torch's matmul (TF32 if the user allows it) are the fast route
+    if cfg.kernel == "decode" and x.dtype != torch.float32:
         return dequant_matmul_decode(x, w_packed, scales, zeros, bits, group_size, bias, cfg=cfg)
-    if cfg.kernel == "tile":
+    if cfg.kernel == "tile" and x.dtype != torch.float32:
         return dequant_matmul_tile(x, w_packed, scales, zeros, bits, group_size, bias, cfg=cfg)
     w = dequant_weight(w_packed, scales, zeros, bits, group_size, k, dtype=x.dtype)
     return F.linear(x, w, None if bias is None else bias.to(x.dtype))
