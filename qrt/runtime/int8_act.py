@@ -7,7 +7,7 @@ Activations: dynamic per-token int8 (scheme "w8a8", "w4a8") or one calibrated pe
 per channel (W8A8) or 4-bit per group (W4A8, torchao's 8da4w); act-order g_idx is
 handled by permuting K once at load (groups become contiguous) and x at run time.
 
-CUDA: the Triton kernels of qrt_kernels.dispatch (fused quantize+GEMV for small M,
+CUDA: torch.ops.qrt.a8_linear (qrt_kernels.ops; the dispatcher picks a fused quantize+GEMV for small M,
 per-token quant + tensor-core int8 GEMM otherwise). CPU: the same numerics in torch,
 int32 dots from torch._int_mm (exact; in torch 2.13 on CPU it takes any M, K, N).
 
@@ -157,10 +157,9 @@ def linear_a8(layer, x: torch.Tensor) -> torch.Tensor:
     if rt.perm is not None:
         x2 = x2[:, rt.perm]
     if x2.is_cuda:
-        from qrt_kernels import dispatch
-        y = dispatch.a8_linear(x2, rt.w, rt.w_scales, w_bits=rt.w_bits, group_size=rt.group_size,
-                               bias=layer.bias, symmetric=rt.symmetric, input_scale=input_scale,
-                               w_sums=rt.w_sums)
+        import qrt_kernels.ops  # noqa: F401  (registers torch.ops.qrt.a8_linear)
+        y = torch.ops.qrt.a8_linear(x2, rt.w, rt.w_scales, rt.w_bits, rt.group_size, layer.bias,
+                                    rt.symmetric, input_scale, rt.w_sums)
     else:
         y = _linear_a8_cpu(rt, x2, input_scale, layer.bias)
     return y.reshape(*x.shape[:-1], layer.out_features)
