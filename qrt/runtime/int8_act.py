@@ -8,9 +8,9 @@ per channel (W8A8) or 4-bit per group (W4A8, torchao's 8da4w); act-order g_idx i
 handled by permuting K once at load (groups become contiguous) and x at run time.
 
 Backends (qrt.runtime.backends picks one per layer once, at QuantLinear.finalize):
-  triton  CUDA (on the CPU only under TRITON_INTERPRET, when asked for): the kernels of
-          qrt_kernels.dispatch (fused quantize+GEMV for small M, per-token quant +
-          tensor-core int8 GEMM otherwise).
+  triton  CUDA (on the CPU only under TRITON_INTERPRET, when asked for):
+          torch.ops.qrt.a8_linear (qrt_kernels.ops; the dispatcher picks a fused
+          quantize+GEMV for small M, per-token quant + tensor-core int8 GEMM otherwise).
   int_mm  CPU: the same numerics in torch, int32 dots from torch._int_mm (exact; in torch
           2.13 on CPU it takes any M, K, N).
   dense   any device, only when asked for: fp32 math on the dequantized weight and tokens.
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+import qrt_kernels.ops  # noqa: F401  (registers torch.ops.qrt.a8_linear; imports no triton)
 from qrt.numerics.packing import pack_int32
 from qrt.runtime.weight_only import triton_interpreted
 from qrt_kernels.reference import group_row_sums, int_matmul_exact, quant_rows_ref
@@ -94,10 +95,8 @@ class TritonA8:
     w_sums: torch.Tensor | None
 
     def matmul(self, x: torch.Tensor, bias: torch.Tensor | None, input_scale) -> torch.Tensor:
-        from qrt_kernels import dispatch  # imports triton: only where this backend is built
-        return dispatch.a8_linear(x, self.w, self.w_scales, w_bits=self.w_bits, group_size=self.group_size,
-                                  bias=bias, symmetric=self.symmetric, input_scale=input_scale,
-                                  w_sums=self.w_sums)
+        return torch.ops.qrt.a8_linear(x, self.w, self.w_scales, self.w_bits, self.group_size, bias,
+                                       self.symmetric, input_scale, self.w_sums)
 
 
 @dataclass(frozen=True)

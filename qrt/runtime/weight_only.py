@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-import qrt_kernels.ops_a16  # noqa: F401  (registers torch.ops.qrt.*; imports no triton)
+import qrt_kernels.ops  # noqa: F401  (registers torch.ops.qrt.*; imports no triton)
 from qrt.numerics.act_order import group_order
 from qrt.numerics.packing import pack_int32, packed_words, unpack_int32
 from qrt.runtime.cpu_packed import Int4PackCPU, Int8PackCPU, int4pack_group

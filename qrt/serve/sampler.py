@@ -13,9 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers.generation.continuous_batching.cb_logits_processors import (
-    ContinuousBatchingLogitsProcessor,
-)
+
+from qrt.serve.cb_compat import ContinuousBatchingLogitsProcessor
 
 # Keys a request passes through `add_request(**kwargs)` (types checked by transformers).
 SAMPLER_KWARGS = {"temperature": float, "top_p": float, "top_k": int, "seed": int}

@@ -2,7 +2,7 @@
 `quantize_weight`, and a whole tiny model through `oneshot`. llmcompressor pins its own
 transformers, so it lives in a separate environment run as a subprocess:
 
-  python3 -m venv --system-site-packages .venv-llmc && .venv-llmc/bin/pip install llmcompressor
+  bash scripts/setup.sh --llmcompressor       # makes .venv-llmc through constraints-llmc.txt
   export QRT_LLMC_PYTHON=$PWD/.venv-llmc/bin/python     # or let the test find .venv-llmc
 """
 import json
