@@ -66,7 +66,8 @@ def hardware() -> dict:
 
 
 def load_fp32(name: str = "smollm2"):
-    from qrt.hub.resolve import load_fp_model, resolve_model_dir
+    from qrt.hub.load import load_fp_model
+    from qrt.hub.resolve import resolve_model_dir
     d = resolve_model_dir(name)
     model, tok = load_fp_model(d, dtype=torch.float32)
     return model, tok, d

@@ -155,10 +155,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from qrt import quantize_model
-    from qrt.serve.model_loading import load_for_serving
+    from qrt.hub.load import load_model
     rows = []
     for scheme in args.schemes.split(","):
-        model, tok = load_for_serving(args.model)
+        model, tok = load_model(args.model, device="cpu", dtype="float32")  # a CPU measurement
         if scheme != "fp32":
             quantize_model(model, scheme, progress=False)
         prompts = wikitext_prompts(tok, args.requests, args.text)

@@ -101,7 +101,7 @@ def child(kind: str, path: str, new_tokens: int, threads: int) -> dict:
 def quantize_and_save(scheme: str, out: str, quantize_embedding: bool = False):
     from qrt import quantize_model, save_quantized
     from qrt.hub.embedded import smollm2_dir
-    from qrt.hub.resolve import load_fp_model
+    from qrt.hub.load import load_fp_model
     model, tok = load_fp_model(smollm2_dir())
     quantize_model(model, scheme, quantize_embedding=quantize_embedding)
     return save_quantized(model, out, tokenizer=tok)

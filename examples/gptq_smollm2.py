@@ -11,7 +11,7 @@ import torch
 
 import qrt
 from qrt.eval.ppl import perplexity_on_file
-from qrt.hub.resolve import load_fp_model
+from qrt.hub.load import load_fp_model
 from qrt.quantize.gptq_model import gptq_quantize_model
 
 model, tokenizer = load_fp_model("smollm2", dtype=torch.float32)

@@ -19,6 +19,7 @@ _EXPORTS = {
     "quantize_model": "qrt.quantize.rtn",
     "save_quantized": "qrt.checkpoint.save",
     "load_quantized": "qrt.hub.load",
+    "load_model": "qrt.hub.load",
     "LLM": "qrt.serve.llm",
     "SamplingParams": "qrt.serve.sampling",
 }

@@ -49,3 +49,22 @@ def tiny_lm_dir(tmp_path_factory):
             p.copy_(torch.randn(p.shape, generator=gen) * 0.1 if p.ndim > 1 else p)
     model.save_pretrained(out)
     return out
+
+
+# tiny random models of the families qrt loads (tests/tiny_models.py)
+@pytest.fixture
+def make_model():
+    from tiny_models import make
+    return make
+
+
+@pytest.fixture
+def ids_for():
+    from tiny_models import sample_ids
+    return sample_ids
+
+
+@pytest.fixture
+def run_logits():
+    from tiny_models import logits
+    return logits

@@ -46,6 +46,13 @@ def resolve_dtype(dtype, device: torch.device, config: dict) -> torch.dtype:
     raise ValueError(f"dtype: expected None, 'auto', a torch.dtype or one of {sorted(_DTYPES)}, found {dtype!r}")
 
 
+def stored_quant_config(root: Path) -> dict | None:
+    """The quantization settings of checkpoint directory `root`: config.json's
+    quantization_config, else those of AutoGPTQ/AutoAWQ's own layouts; None if unquantized."""
+    raw = json.loads((Path(root) / "config.json").read_text())
+    return raw.get("quantization_config") or legacy_quant_config(root)
+
+
 def load_checkpoint(root: Path, device=None, dtype=None, device_map=None, trust_remote_code: bool = False,
                     progress: bool = True) -> nn.Module:
     """Load the quantized checkpoint (compressed-tensors, GPTQ, AWQ) in directory `root`.
@@ -56,10 +63,10 @@ def load_checkpoint(root: Path, device=None, dtype=None, device_map=None, trust_
     """
     root = Path(root)
     raw = json.loads((root / "config.json").read_text())
-    qcfg = raw.get("quantization_config") or legacy_quant_config(root)  # AutoGPTQ/AutoAWQ's own saves
+    qcfg = stored_quant_config(root)
     if qcfg is None:
         raise ValueError(f"{root / 'config.json'}: no quantization_config; expected a quantized checkpoint "
-                         "(make one with `qrt quantize`, or load this one with transformers)")
+                         "(make one with `qrt quantize`, or load any model with qrt.hub.load_model)")
     reader = reader_for(qcfg)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = resolve_dtype(dtype, device, raw)

@@ -1,7 +1,9 @@
 """`qrt generate [MODEL_OR_DIR] "prompt"`: generate a reply, tokens streamed to the terminal.
-A quantized checkpoint is loaded with load_quantized, anything else with transformers; the
-chat template is applied when the tokenizer has one."""
+The model is loaded with qrt.hub.load_model (quantized checkpoints, AutoGPTQ/AutoAWQ
+directories, unquantized models); the chat template is applied when the tokenizer has one."""
 from __future__ import annotations
+
+from qrt.commands import add_device_dtype
 
 ORDER = 20
 
@@ -14,27 +16,9 @@ def register(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy")
     p.add_argument("--no-chat-template", action="store_true", help="feed the prompt as raw text")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    add_device_dtype(p)
     p.add_argument("--trust-remote-code", action="store_true")
     p.set_defaults(func=run)
-
-
-def load_for_generation(model, device=None, trust_remote_code=False):
-    """(model, tokenizer): quantized checkpoints through load_quantized, others through
-    transformers (fp32 on the CPU)."""
-    import json
-
-    import torch
-    from transformers import AutoTokenizer
-
-    from qrt.hub.load import load_quantized
-    from qrt.hub.resolve import load_fp_model, resolve_model_dir
-    root = resolve_model_dir(model)
-    if "quantization_config" in json.loads((root / "config.json").read_text()):
-        m = load_quantized(root, device=device, trust_remote_code=trust_remote_code)
-        return m, AutoTokenizer.from_pretrained(root, trust_remote_code=trust_remote_code)
-    m, tok = load_fp_model(root, dtype=torch.float32, trust_remote_code=trust_remote_code)
-    return m.to(device or ("cuda" if torch.cuda.is_available() else "cpu")), tok
 
 
 def encode_prompt(tok, prompt: str, chat: bool = True):
@@ -52,7 +36,11 @@ def run(args) -> int:
 
     import torch
     from transformers import TextStreamer
-    model, tok = load_for_generation(args.model, args.device, args.trust_remote_code)
+
+    from qrt.hub.load import load_model, require_tokenizer
+    model, tok = load_model(args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+                            progress=True)
+    require_tokenizer(tok, args.model, "generate needs the model's tokenizer")
     ids = encode_prompt(tok, args.prompt, chat=not args.no_chat_template).to(next(model.parameters()).device)
     sample = args.temperature > 0
     t0 = time.perf_counter()

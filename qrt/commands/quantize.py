@@ -68,7 +68,7 @@ def run(args) -> int:
 
     from qrt.checkpoint.info import checkpoint_info
     from qrt.checkpoint.save import save_quantized
-    from qrt.hub.resolve import load_fp_model
+    from qrt.hub.load import load_fp_model
     from qrt.quantize.rtn import quantize_model
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     scheme = scheme_from_args(args)

@@ -1,6 +1,8 @@
 """`qrt serve MODEL_OR_DIR`: an OpenAI-compatible HTTP server with continuous batching."""
 from __future__ import annotations
 
+from qrt.commands import add_device_dtype
+
 ORDER = 50
 
 
@@ -11,6 +13,7 @@ def register(subparsers) -> None:
                    help="HF model dir, qrt quantized dir, cached repo id, or 'smollm2' (embedded; default)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    add_device_dtype(p)
     p.add_argument("--quantize", default=None, metavar="SCHEME",
                    help="RTN-quantize an unquantized model on load, e.g. w4a16")
     p.add_argument("--served-model-name", default=None, help="id reported by /v1/models")
@@ -38,5 +41,6 @@ def run(args) -> int:
                           page_size=args.page_size, kv_cache_mb=args.kv_cache_mb, prefix_caching=args.prefix_caching,
                           num_threads=args.num_threads, batch_invariant=args.batch_invariant)
     return run_server(args.model, args.host, args.port, quantize=args.quantize, config=config,
+                      device=args.device, dtype=args.dtype,
                       served_model_name=args.served_model_name, default_max_tokens=args.default_max_tokens,
                       graceful_timeout=args.graceful_timeout, log_level=args.log_level)

@@ -38,27 +38,3 @@ def _from_hf_cache(repo_id: str) -> Path:
             f"{repo_id!r} is neither a local directory nor a repo id in the local Hugging Face cache "
             f"({HF_HUB_CACHE}); qrt does not download. Fetch it first (huggingface-cli download "
             f"{repo_id}) or pass a directory. ({type(e).__name__})") from None
-
-
-def load_fp_model(name_or_path=None, dtype="auto", trust_remote_code: bool = False):
-    """(model, tokenizer or None) of an unquantized checkpoint, via transformers
-    (safetensors only; dtype "auto" keeps the checkpoint's own dtype)."""
-    import json
-
-    import transformers
-    from transformers import AutoTokenizer
-
-    from qrt.checkpoint.skeleton import model_class
-    root = resolve_model_dir(name_or_path)
-    if "quantization_config" in json.loads((root / "config.json").read_text()):
-        raise ValueError(f"{root} is already quantized (config.json has a quantization_config); "
-                         "expected an unquantized model")
-    config = transformers.AutoConfig.from_pretrained(root, trust_remote_code=trust_remote_code)
-    cls = model_class(config, trust_remote_code)
-    kw = {"trust_remote_code": trust_remote_code} if cls.__name__.startswith("Auto") else {}
-    model = cls.from_pretrained(root, dtype=dtype, use_safetensors=True, **kw)
-    try:
-        tok = AutoTokenizer.from_pretrained(root, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError):
-        tok = None  # no tokenizer files: the model can still be quantized
-    return model.eval(), tok

@@ -25,17 +25,22 @@ class GenerationError(RuntimeError):
 
 
 class LLM:
-    """model: a name or directory (see qrt.serve.model_loading) or an already-built
-    nn.Module (then pass `tokenizer`). quantize: an RTN scheme applied on load ("w4a16")."""
+    """model: a name or directory (loaded by qrt.hub.load_model on `device` in `dtype`:
+    default cuda + bfloat16 with a GPU, else cpu + float32) or an already-built nn.Module
+    (then pass `tokenizer`). quantize: an RTN scheme applied on load ("w4a16")."""
 
     def __init__(self, model="smollm2", tokenizer=None, quantize: str | None = None,
-                 config: EngineConfig | None = None, **config_kwargs):
+                 config: EngineConfig | None = None, device=None, dtype=None, **config_kwargs):
         if config is not None and config_kwargs:
             raise ValueError(f"pass either config or engine settings, found both ({sorted(config_kwargs)})")
         if isinstance(model, str) or hasattr(model, "__fspath__"):
-            from qrt.serve.model_loading import load_for_serving
-            model, loaded_tok = load_for_serving(str(model), quantize=quantize)
-            tokenizer = tokenizer or loaded_tok
+            from qrt.hub.load import load_model, require_tokenizer
+            source = model
+            model, loaded_tok = load_model(source, device=device, dtype=dtype, quantize=quantize)
+            tokenizer = tokenizer or require_tokenizer(loaded_tok, source, "LLM needs the model's tokenizer")
+        elif device is not None or dtype is not None:
+            raise ValueError(f"device/dtype apply to a model loaded by name; found an nn.Module with "
+                             f"device={device!r}, dtype={dtype!r} (move the module yourself)")
         elif tokenizer is None:
             raise ValueError("tokenizer: expected a tokenizer when model is an nn.Module, found None")
         elif quantize is not None:

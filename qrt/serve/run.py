@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from pathlib import Path
 
 from qrt.serve.config import EngineConfig
 
@@ -17,15 +18,18 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def run_server(model_or_dir: str = "smollm2", host: str = "127.0.0.1", port: int = 8000,
                quantize: str | None = None, config: EngineConfig | None = None, served_model_name: str | None = None,
-               default_max_tokens: int = 16, graceful_timeout: float = 30.0, log_level: str = "info") -> int:
-    """Serve until SIGINT/SIGTERM (returns 0) or until the engine gives up (returns 1)."""
+               default_max_tokens: int = 16, graceful_timeout: float = 30.0, log_level: str = "info",
+               device=None, dtype=None) -> int:
+    """Serve until SIGINT/SIGTERM (returns 0) or until the engine gives up (returns 1).
+    device / dtype: as qrt.hub.load_model (default: cuda + bfloat16 with a GPU, else cpu + float32)."""
+    from qrt.hub.load import load_model, require_tokenizer
     from qrt.serve.engine import Engine
-    from qrt.serve.model_loading import load_for_serving, model_name
     from qrt.serve.server import build_app
     if not 0 <= port < 65536:
         raise ValueError(f"port: expected 0..65535, found {port}")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    model, tokenizer = load_for_serving(model_or_dir, quantize=quantize)
+    model, tokenizer = load_model(model_or_dir, device=device, dtype=dtype, quantize=quantize)
+    require_tokenizer(tokenizer, model_or_dir, "serving needs the model's tokenizer")
     engine = Engine(model, tokenizer, config or EngineConfig())
     app = build_app(engine, served_model_name or model_name(model_or_dir), default_max_tokens)
     if host not in LOOPBACK:
@@ -54,3 +58,9 @@ def serve_app(app, engine, host: str, port: int, graceful_timeout: float = 30.0,
         signal.signal(signal.SIGTERM, previous)
     logging.getLogger("qrt.serve").info("server stopped")
     return 1 if fatal else 0
+
+
+def model_name(model_or_dir: str) -> str:
+    """The id /v1/models reports: the argument as given, or the directory's name."""
+    p = Path(str(model_or_dir))
+    return p.name if p.is_dir() else str(model_or_dir)

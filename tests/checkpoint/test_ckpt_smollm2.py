@@ -6,7 +6,7 @@ import torch
 from qrt import load_quantized, quantize_model, save_quantized
 from qrt.checkpoint.info import checkpoint_info
 from qrt.hub.embedded import smollm2_dir
-from qrt.hub.resolve import load_fp_model
+from qrt.hub.load import load_fp_model
 from qrt.runtime.linear import QuantLinear
 
 

@@ -37,9 +37,9 @@ def serve_in_thread(model_dir, **config):
     """A real uvicorn server on a free loopback port, in a thread of this process."""
     import uvicorn
 
-    from qrt.serve.model_loading import load_for_serving
+    from qrt.hub.load import load_model
     from qrt.serve.server import build_app
-    model, tok = load_for_serving(str(model_dir))
+    model, tok = load_model(str(model_dir))
     engine = Engine(model, tok, EngineConfig(num_threads=1, **config))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(build_app(engine, "tiny"), host="127.0.0.1", port=port,

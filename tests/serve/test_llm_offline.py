@@ -1,10 +1,10 @@
 """qrt.LLM(...).generate: continuous batching offline, checked against transformers' generate."""
 import pytest
+from tiny_serving import greedy_tokens
 
 import qrt
 from qrt.serve.config import EngineConfig
 from qrt.serve.engine import Engine
-from tiny_serving import greedy_tokens
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +34,8 @@ def test_generate_many_prompts_in_order_with_their_own_budgets(llm):
 
 def test_eos_stops_with_reason_stop(tiny_dir):
     """Make the 4th greedy token the EOS: generation must stop there (EOS kept in token_ids)."""
-    from qrt.serve.model_loading import load_for_serving
-    model, tok = load_for_serving(str(tiny_dir))
+    from qrt.hub.load import load_model
+    model, tok = load_model(str(tiny_dir))
     ids = tok("The quick brown fox").input_ids
     free_run = greedy_tokens(model, ids, 8)
     k = next(i for i in range(1, 8) if free_run[i] not in free_run[:i])
@@ -65,8 +65,8 @@ def test_abort_frees_blocks_and_reports_abort(tiny_dir):
     import threading
     import time
 
-    from qrt.serve.model_loading import load_for_serving
-    model, tok = load_for_serving(str(tiny_dir))
+    from qrt.hub.load import load_model
+    model, tok = load_model(str(tiny_dir))
     eng = Engine(model, tok, EngineConfig(kv_cache_mb=4, num_threads=1)).start()
     try:
         seen, done = [], threading.Event()
