@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -16,7 +16,21 @@ WEIGHT_STRATEGIES = ("tensor", "channel", "group")
 ACT_STRATEGIES = ("token", "tensor")
 ACTORDERS = (None, "weight", "group")
 OBSERVERS = ("minmax", "moving_minmax", "mse")
-SCALE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+# The one dtype-name table: float dtypes by the names configs, checkpoints and the CLI use.
+FLOAT_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """"float16" for torch.float16, ...; ValueError for a dtype not in FLOAT_DTYPES."""
+    for name, d in FLOAT_DTYPES.items():
+        if d == dtype:
+            return name
+    raise ValueError(f"dtype: expected one of {tuple(FLOAT_DTYPES)}, found {dtype}")
+
+
+def storage_dtype(model_dtype: torch.dtype) -> torch.dtype:
+    """16-bit dtype a checkpoint of a `model_dtype` model is written in (fp32 -> fp16)."""
+    return model_dtype if model_dtype in (torch.float16, torch.bfloat16) else torch.float16
 
 
 def _require(cond: bool, field_name: str, msg: str) -> None:
@@ -85,8 +99,8 @@ class QuantScheme:
             _require(self.group_size is None, "group_size",
                      f"strategy {self.strategy!r} takes no group size, found {self.group_size!r}")
         _require(isinstance(self.symmetric, bool), "symmetric", f"expected bool, found {self.symmetric!r}")
-        _require(self.scale_dtype is None or self.scale_dtype in SCALE_DTYPES, "scale_dtype",
-                 f"expected one of {tuple(SCALE_DTYPES)} or None, found {self.scale_dtype!r}")
+        _require(self.scale_dtype is None or self.scale_dtype in FLOAT_DTYPES, "scale_dtype",
+                 f"expected one of {tuple(FLOAT_DTYPES)} or None, found {self.scale_dtype!r}")
         _require(self.actorder in ACTORDERS, "actorder", f"expected one of {ACTORDERS}, found {self.actorder!r}")
         _require(self.actorder != "group" or self.strategy == "group", "actorder",
                  "actorder 'group' needs strategy 'group'")
@@ -104,10 +118,6 @@ class QuantScheme:
     def qmax(self) -> int:
         return (1 << (self.bits - 1)) - 1
 
-    @property
-    def weight_only(self) -> bool:
-        return self.activations is None
-
     def num_groups(self, in_features: int) -> int:
         """Scale columns for a layer with `in_features` inputs (ragged last group counts)."""
         if self.strategy == "group":
@@ -119,7 +129,7 @@ class QuantScheme:
         return self.group_size if self.strategy == "group" else in_features
 
     def scale_torch_dtype(self, weight_dtype: torch.dtype) -> torch.dtype:
-        return SCALE_DTYPES[self.scale_dtype] if self.scale_dtype else weight_dtype
+        return FLOAT_DTYPES[self.scale_dtype] if self.scale_dtype else weight_dtype
 
     def replace(self, **changes) -> "QuantScheme":
         return dataclasses.replace(self, **changes)

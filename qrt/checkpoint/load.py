@@ -25,10 +25,10 @@ from qrt.formats.registry import reader_for
 from qrt.formats.targets import set_submodule
 from qrt.runtime.embedding import QuantEmbedding, tied_head
 from qrt.runtime.linear import QuantLinear
+from qrt.schemes import FLOAT_DTYPES
 
 log = logging.getLogger("qrt")
 TRIM_EVERY = 8  # layers between heap trims during the repack (qrt.checkpoint.memory: peak RSS vs ~7 ms a trim)
-_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 def resolve_dtype(dtype, device: torch.device, config: dict) -> torch.dtype:
@@ -36,14 +36,14 @@ def resolve_dtype(dtype, device: torch.device, config: dict) -> torch.dtype:
     checkpoint's 16-bit dtype elsewhere; "auto": the checkpoint's dtype."""
     if isinstance(dtype, torch.dtype):
         return dtype
-    stored = _DTYPES.get(str(config.get("dtype") or config.get("torch_dtype")), torch.float16)
+    stored = FLOAT_DTYPES.get(str(config.get("dtype") or config.get("torch_dtype")), torch.float16)
     if dtype is None:
         return torch.float32 if device.type == "cpu" else stored
     if dtype == "auto":
         return stored
-    if dtype in _DTYPES:
-        return _DTYPES[dtype]
-    raise ValueError(f"dtype: expected None, 'auto', a torch.dtype or one of {sorted(_DTYPES)}, found {dtype!r}")
+    if dtype in FLOAT_DTYPES:
+        return FLOAT_DTYPES[dtype]
+    raise ValueError(f"dtype: expected None, 'auto', a torch.dtype or one of {sorted(FLOAT_DTYPES)}, found {dtype!r}")
 
 
 def stored_quant_config(root: Path) -> dict | None:
@@ -130,9 +130,8 @@ def _load_quantized_layers(model, reader, qcfg, shards, device, dtype, progress)
 def _quant_embedding(mod: nn.Embedding, scheme, dtype) -> QuantEmbedding:
     if (scheme.bits, scheme.strategy, scheme.symmetric) != (8, "channel", True):
         raise ValueError(f"quantized embedding: expected int8 symmetric per-row, found {scheme}")
-    from qrt.schemes import SCALE_DTYPES
     return QuantEmbedding(mod.num_embeddings, mod.embedding_dim, mod.padding_idx, dtype=dtype,
-                          scale_dtype=SCALE_DTYPES[scheme.scale_dtype or "float16"],
+                          scale_dtype=FLOAT_DTYPES[scheme.scale_dtype or "float16"],
                           embed_scale=getattr(mod, "embed_scale", None), device="meta")
 
 

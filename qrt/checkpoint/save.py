@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from qrt.checkpoint.atomic import atomic_dir
 from qrt.checkpoint.state import build_quantization_config, checkpoint_tensors, ragged_layers
+from qrt.schemes import storage_dtype
 
 log = logging.getLogger("qrt")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
@@ -70,8 +71,7 @@ def _resolve_save_dtype(model: nn.Module, dtype) -> torch.dtype:
     rec = getattr(model, "qrt_quantization", None)
     if rec is not None:
         return rec.storage_dtype
-    d = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float16)
-    return d if d in (torch.float16, torch.bfloat16) else torch.float16
+    return storage_dtype(next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float16))
 
 
 def save_quantized(model: nn.Module, out_dir: "str | os.PathLike", max_shard_size: "int | str" = "2GB",

@@ -71,9 +71,6 @@ class ShardIndex:
     def names(self) -> Iterable[str]:
         return self.file_of.keys()
 
-    def names_under(self, prefix: str) -> list[str]:
-        return [k for k in self.file_of if k.startswith(prefix + ".")]
-
     def shape(self, name: str) -> list[int]:
         return list(self._open(self.file_of[name]).get_slice(name).get_shape())
 
@@ -99,6 +96,3 @@ class ShardIndex:
             return out
         except Exception as e:
             raise ValueError(f"{self.root / fname}: cannot read tensor '{name}' ({e})") from None
-
-    def close(self) -> None:
-        self._handles.clear()

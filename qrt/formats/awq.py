@@ -16,11 +16,11 @@ import torch
 
 from qrt.formats.unsigned import GetTensor, expect_tensor, unsigned_layer_to_buffers
 from qrt.numerics.packing import pack_int32
-from qrt.schemes import QuantScheme
+from qrt.schemes import FLOAT_DTYPES, QuantScheme
 
 # nibble i of a word holds column AWQ_ORDER[i] of the word's block of 8
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
-_FLOATS = (torch.float16, torch.bfloat16, torch.float32)
+_FLOATS = tuple(FLOAT_DTYPES.values())
 
 
 def awq_settings(quant_config: dict) -> tuple[int, int]:

@@ -20,9 +20,9 @@ import torch
 
 from qrt.formats.ct_config import INT_QUANTIZED, NAIVE_QUANTIZED, find_group, group_format, scheme_from_group
 from qrt.numerics.packing import int8_to_packed8, pack_int32, packed8_to_int8, packed_words, unpack_int32
-from qrt.schemes import SCALE_DTYPES, QuantScheme
+from qrt.schemes import FLOAT_DTYPES, QuantScheme, dtype_name
 
-_FLOAT_DTYPES = tuple(SCALE_DTYPES.values())
+_FLOAT_DTYPES = tuple(FLOAT_DTYPES.values())
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -85,7 +85,7 @@ def read_layer(get_tensor: Callable[[str], torch.Tensor], prefix: str, quant_con
                          "(or `ignore` lists it)")
     s, fmt = found
     scale = get_tensor(f"{prefix}.weight_scale")
-    s = s.replace(scale_dtype=next((k for k, v in SCALE_DTYPES.items() if v == scale.dtype), None))
+    s = s.replace(scale_dtype=dtype_name(scale.dtype) if scale.dtype in _FLOAT_DTYPES else None)
     n_groups = s.num_groups(in_features)
     why = f" for group_size {s.group_size}, in_features {in_features}" if s.strategy == "group" else ""
     scale_shape = (1,) if s.strategy == "tensor" else (out_features, n_groups)

@@ -11,8 +11,7 @@ Group precedence, as in compressed-tensors `match_targets` and vLLM
 """
 from __future__ import annotations
 
-import re
-
+from qrt.formats.targets import name_matches
 from qrt.schemes import ActivationScheme, QuantScheme
 
 QUANT_METHOD = "compressed-tensors"
@@ -105,22 +104,16 @@ def _activation_scheme(a: dict | None, where: str) -> ActivationScheme | None:
                             dynamic=bool(a.get("dynamic", False)))
 
 
-def _name_matches(name: str, target: str) -> bool:
-    if target.startswith("re:"):
-        return re.match(target[3:], name) is not None
-    return target == name
-
-
 def find_group(name: str, class_names: list[str], qcfg: dict) -> str | None:
     """The config group whose targets claim module `name` (exact > regex > class), or None
     if no group does or `ignore` lists it. class_names: the module's class and its bases."""
     ignore = qcfg.get("ignore") or []
-    if any(_name_matches(name, p) or p in class_names for p in ignore):
+    if any(name_matches(name, p) or p in class_names for p in ignore):
         return None
     best = None
     for gname, g in (qcfg.get("config_groups") or {}).items():
         for t in g.get("targets", []):
-            rank = 0 if t == name else 1 if t.startswith("re:") and _name_matches(name, t) \
+            rank = 0 if t == name else 1 if t.startswith("re:") and name_matches(name, t) \
                 else 2 if t in class_names else None
             if rank is not None and (best is None or rank < best[0]):
                 best = (rank, gname)

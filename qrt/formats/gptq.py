@@ -23,12 +23,12 @@ import torch
 
 from qrt.formats.unsigned import GetTensor, expect_tensor, optional_tensor, unsigned_layer_to_buffers
 from qrt.numerics.packing import packed_words, unpack_int32
-from qrt.schemes import QuantScheme
+from qrt.schemes import FLOAT_DTYPES, QuantScheme
 
 logger = logging.getLogger(__name__)
 
 V1, V2 = "gptq", "gptq_v2"
-_FLOATS = (torch.float16, torch.bfloat16, torch.float32)
+_FLOATS = tuple(FLOAT_DTYPES.values())
 
 
 @dataclass(frozen=True)

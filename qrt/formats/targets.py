@@ -9,15 +9,17 @@ from collections.abc import Iterable, Iterator
 from torch import nn
 
 
+def name_matches(name: str, pattern: str) -> bool:
+    """True if module `name` is `pattern` exactly, or `pattern` is "re:REGEX" and REGEX
+    matches the start of `name` (re.match, as compressed-tensors does)."""
+    if pattern.startswith("re:"):
+        return re.match(pattern[3:], name) is not None
+    return pattern == name
+
+
 def matches(name: str, module: nn.Module, patterns: Iterable[str]) -> bool:
     """True if `name`/`module` matches any pattern (exact name, class name, or re:regex)."""
-    for p in patterns:
-        if p.startswith("re:"):
-            if re.match(p[3:], name):
-                return True
-        elif p == name or p == type(module).__name__:
-            return True
-    return False
+    return any(name_matches(name, p) or p == type(module).__name__ for p in patterns)
 
 
 def iter_targets(model: nn.Module, targets: Iterable[str] = ("Linear",),

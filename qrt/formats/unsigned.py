@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError
 
 from qrt.numerics.packing import pack_int32, packed_words
-from qrt.schemes import SCALE_DTYPES, QuantScheme
+from qrt.schemes import FLOAT_DTYPES, QuantScheme, dtype_name
 
 GetTensor = Callable[[str], torch.Tensor]
 
@@ -34,9 +34,8 @@ def expect_tensor(t: torch.Tensor, name: str, shape: tuple[int, ...],
 
 
 def scale_dtype_name(scales: torch.Tensor, name: str) -> str:
-    for key, dt in SCALE_DTYPES.items():
-        if scales.dtype == dt:
-            return key
+    if scales.dtype in FLOAT_DTYPES.values():
+        return dtype_name(scales.dtype)
     raise ValueError(f"tensor {name!r}: expected a float16/bfloat16/float32 scale, found {scales.dtype}")
 
 

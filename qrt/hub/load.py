@@ -18,9 +18,9 @@ from torch import nn
 from qrt.checkpoint.load import load_checkpoint, stored_quant_config
 from qrt.checkpoint.skeleton import model_class
 from qrt.hub.resolve import resolve_model_dir
-from qrt.schemes import SCALE_DTYPES
+from qrt.schemes import FLOAT_DTYPES
 
-DTYPE_NAMES = ("auto", *SCALE_DTYPES)  # what --dtype takes
+DTYPE_NAMES = ("auto", *FLOAT_DTYPES)  # what --dtype takes
 
 
 def default_device(device=None) -> torch.device:
@@ -30,13 +30,13 @@ def default_device(device=None) -> torch.device:
 
 def model_dtype(dtype, device: torch.device) -> "torch.dtype | str":
     """None: bfloat16 on CUDA, float32 elsewhere; "auto": the checkpoint's own dtype (kept
-    as "auto"); a name in SCALE_DTYPES or a torch.dtype."""
+    as "auto"); a name in qrt.schemes.FLOAT_DTYPES or a torch.dtype."""
     if dtype is None:
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if isinstance(dtype, torch.dtype) or dtype == "auto":
         return dtype
-    if dtype in SCALE_DTYPES:
-        return SCALE_DTYPES[dtype]
+    if dtype in FLOAT_DTYPES:
+        return FLOAT_DTYPES[dtype]
     raise ValueError(f"dtype: expected None, a torch.dtype or one of {DTYPE_NAMES}, found {dtype!r}")
 
 

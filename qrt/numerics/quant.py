@@ -50,11 +50,21 @@ def _group_view(w: torch.Tensor, group_size: int) -> torch.Tensor:
     return w.reshape(out_f, n_groups, group_size)
 
 
+class NonFiniteError(ValueError):
+    """A weight holds NaN/Inf: shape, how many, the first index and its value (so a
+    caller can name the layer without scanning the weight again)."""
+
+    def __init__(self, what: str, shape: tuple, count: int, index: list[int], value: float):
+        super().__init__(f"{what} of shape {shape} contains NaN/Inf (first at index {index}); cannot quantize")
+        self.shape, self.count, self.index, self.value = shape, count, index, value
+
+
 def check_finite(w: torch.Tensor, what: str = "weight") -> None:
-    if not torch.isfinite(w).all():
-        bad = (~torch.isfinite(w)).nonzero()[0].tolist()
-        raise ValueError(f"{what} of shape {tuple(w.shape)} contains NaN/Inf "
-                         f"(first at index {bad}); cannot quantize")
+    """The one NaN/Inf scan of a weight before quantizing it: NonFiniteError if any."""
+    bad = ~torch.isfinite(w)
+    if bad.any():
+        index = bad.nonzero()[0].tolist()
+        raise NonFiniteError(what, tuple(w.shape), int(bad.sum()), index, w[tuple(index)].item())
 
 
 def compute_qparams(w: torch.Tensor, scheme: QuantScheme,

@@ -21,8 +21,7 @@ from tqdm.auto import tqdm
 from qrt.data.windows import calibration_windows, model_context
 from qrt.formats.targets import set_submodule
 from qrt.quantize.gptq import HessianAccumulator, gptq_quantize_weight
-from qrt.quantize.plan import plan_layers
-from qrt.quantize.rtn import QuantizationRecord, storage_dtype
+from qrt.quantize.plan import plan_layers, record_quantization
 from qrt.runtime.linear import QuantLinear
 from qrt.schemes import QuantScheme, resolve_scheme
 
@@ -204,8 +203,6 @@ def gptq_quantize_model(model: nn.Module, tokenizer, scheme: "str | QuantScheme"
         if not name.startswith(blocks_name + "."):
             set_submodule(model, name, QuantLinear.from_linear(module, layer_s.replace(actorder=None)))
     model.train(was_training)
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    model.qrt_quantization = QuantizationRecord(
-        scheme=scheme, targets=tuple(targets), ignore=ignore, adjusted=adjusted,
-        tied_head=tied[0] if tied else None, storage_dtype=storage_dtype(dtype), method="gptq")
+    model.qrt_quantization = record_quantization(model, "gptq", scheme, targets, ignore, adjusted,
+                                                 tied[0] if tied else None)
     return model

@@ -20,8 +20,7 @@ from torch import nn
 
 from qrt.formats.targets import set_submodule
 from qrt.numerics.quant import compute_qparams, expand_groups
-from qrt.quantize.plan import plan_layers
-from qrt.quantize.rtn import QuantizationRecord, storage_dtype
+from qrt.quantize.plan import plan_layers, record_quantization
 from qrt.runtime.linear import QuantLinear
 from qrt.schemes import QuantScheme, resolve_scheme
 from qrt_kernels.reference import quant_rows_ref
@@ -105,8 +104,7 @@ def prepare(model: nn.Module, scheme: "str | QuantScheme", targets: Sequence[str
     plan, adjusted, ignore, tied = plan_layers(model, scheme, targets, ignore, ragged_groups)
     for name, (linear, layer_s) in plan.items():
         set_submodule(model, name, FakeQuantLinear.from_linear(linear, layer_s))
-    model.qrt_qat = QuantizationRecord(scheme=scheme, targets=tuple(targets), ignore=ignore, adjusted=adjusted,
-                                       tied_head=tied[0] if tied else None, method="qat")
+    model.qrt_qat = record_quantization(model, "qat", scheme, targets, ignore, adjusted, tied[0] if tied else None)
     return model
 
 
@@ -119,11 +117,9 @@ def convert(model: nn.Module) -> nn.Module:
         raise ValueError("model has no FakeQuantLinear layers; call qrt.quantize.qat.prepare(model, scheme) first")
     for name, m in fakes:
         set_submodule(model, name, QuantLinear.from_linear(m, m.scheme))
-    record = getattr(model, "qrt_qat", None)
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    if record is not None:
-        model.qrt_quantization = QuantizationRecord(
-            scheme=record.scheme, targets=record.targets, ignore=record.ignore, adjusted=record.adjusted,
-            tied_head=record.tied_head, storage_dtype=storage_dtype(dtype), method="qat")
+    r = getattr(model, "qrt_qat", None)
+    if r is not None:  # the storage dtype of the model as converted
+        model.qrt_quantization = record_quantization(model, "qat", r.scheme, r.targets, r.ignore, r.adjusted,
+                                                     r.tied_head)
         del model.qrt_qat
     return model

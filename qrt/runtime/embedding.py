@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from qrt.numerics.packing import int8_to_packed8, packed_words
-from qrt.numerics.quant import check_finite, quantize_weight
+from qrt.numerics.quant import quantize_weight
 from qrt.runtime.linear import QuantLinear
-from qrt.schemes import QuantScheme
+from qrt.schemes import QuantScheme, dtype_name
 
 EMBEDDING_SCHEME = QuantScheme(bits=8, strategy="channel", group_size=None, symmetric=True)
 
@@ -28,7 +28,7 @@ class QuantEmbedding(nn.Module):
         super().__init__()
         self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
         self.dtype = dtype
-        self.scheme = EMBEDDING_SCHEME.replace(scale_dtype=_dtype_name(scale_dtype or dtype))
+        self.scheme = EMBEDDING_SCHEME.replace(scale_dtype=dtype_name(scale_dtype or dtype))
         self.register_buffer("weight_packed", torch.empty(
             num_embeddings, packed_words(embedding_dim, 8), dtype=torch.int32, device=device))
         self.register_buffer("weight_scale", torch.empty(
@@ -41,9 +41,8 @@ class QuantEmbedding(nn.Module):
     @classmethod
     def from_embedding(cls, emb: nn.Embedding, scale_dtype: torch.dtype | None = None) -> "QuantEmbedding":
         """Symmetric int8 per row of emb.weight [vocab, hidden]."""
-        w = emb.weight.detach()
-        check_finite(w, "embedding weight")
-        scheme = EMBEDDING_SCHEME.replace(scale_dtype=_dtype_name(scale_dtype or w.dtype))
+        w = emb.weight.detach()  # quantize_weight refuses NaN/Inf (qrt.numerics.quant.check_finite)
+        scheme = EMBEDDING_SCHEME.replace(scale_dtype=dtype_name(scale_dtype or w.dtype))
         qw = quantize_weight(w, scheme)
         m = cls(w.shape[0], w.shape[1], emb.padding_idx, dtype=w.dtype, scale_dtype=qw.scale.dtype,
                 embed_scale=getattr(emb, "embed_scale", None), device=w.device)
@@ -69,10 +68,6 @@ class QuantEmbedding(nn.Module):
         if self.embed_scale is not None:
             x = x * self.embed_scale.to(x.dtype)
         return x
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 def tied_head(embedding: QuantEmbedding, bias: torch.Tensor | None = None) -> QuantLinear:

@@ -5,7 +5,6 @@ from dataclasses import dataclass, field
 
 # finish_reason values: "stop" (EOS or a stop string), "length" (max_tokens reached),
 # "abort" (cancelled, e.g. the client went away), "error" (the engine failed it).
-FINISH_REASONS = ("stop", "length", "abort", "error")
 
 
 @dataclass
