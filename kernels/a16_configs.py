@@ -77,7 +77,7 @@ class A16Config:
 # columns: the padding costs no bytes), tile GEMM up to M=1024, then dequantize once + cuBLAS
 # where the GEMM is compute-bound and the one-off dequantization is amortized.
 DEFAULT_A16_TABLE: tuple[A16Config, ...] = (
-    A16Config("decode", max_m=16, block_m=16, block_n=16, block_k=128, num_warps=1, num_stages=3),
+    A16Config("decode", max_m=16, block_m=16, block_n=16, block_k=256, num_warps=1, num_stages=4),
     A16Config("tile", max_m=64, block_m=32, block_n=64, block_k=64, num_stages=4),
     A16Config("tile", max_m=256, block_m=64, block_n=128, block_k=64, num_stages=3),
     A16Config("tile", max_m=1024, block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3),
