@@ -19,6 +19,7 @@ INTERPRETED = not torch.cuda.is_available()
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 N, K = 80, 200
 DECODE = A16Config("decode", None, block_m=16, block_n=16, block_k=64, num_warps=1, split_k=1)
+DECODE_8 = DECODE.replace(block_m=8, block_n=32)  # the default table's M <= 8 shape
 TILE = A16Config("tile", None, block_m=16, block_n=64, block_k=64, split_k=1)
 
 
@@ -55,6 +56,8 @@ def _kernel_vs_twin(kernel, case, x, bias, weight_rounded=False, cfg=None):
 def test_kernels_match_twin_over_m(kernel, m, rng_seed):
     case, x, bias = _inputs(m, bits=4, group_size=64, asym=True, dtype=torch.float16)
     _kernel_vs_twin(kernel, case, x, bias)
+    if kernel == "decode" and m <= 8:
+        _kernel_vs_twin(kernel, case, x, bias, cfg=DECODE_8)
 
 
 @pytest.mark.parametrize("kernel", ["decode", "tile"])
