@@ -23,12 +23,16 @@ class AttentionMetadata:
     query_starts   B+1 ints: sequence i's new tokens are rows query_starts[i]:query_starts[i+1].
     context_lens   B ints: tokens in the cache after this step (cached + new).
     block_tables   int64 [B, max_blocks] (rows padded with 0 beyond a sequence's blocks).
+    token_seq      int32 [T]: the sequence (row of block_tables) of each new token.
+    token_pos      int32 [T]: the position of each new token (it sees keys 0..pos).
     """
 
     slot_mapping: torch.Tensor
     query_starts: tuple[int, ...]
     context_lens: tuple[int, ...]
     block_tables: torch.Tensor
+    token_seq: torch.Tensor
+    token_pos: torch.Tensor
 
     def __post_init__(self):
         b = len(self.context_lens)
@@ -45,6 +49,22 @@ class AttentionMetadata:
     def all_decode(self) -> bool:
         """Every sequence brings exactly one new token."""
         return self.query_starts[-1] == len(self.context_lens)
+
+
+def build_metadata(slots: list[int], query_starts: list[int], context_lens: list[int],
+                   block_tables: list[list[int]], device) -> AttentionMetadata:
+    """AttentionMetadata from host lists (one tensor copy each)."""
+    b = len(context_lens)
+    width = max((len(t) for t in block_tables), default=0)
+    tables = torch.tensor([t + [0] * (width - len(t)) for t in block_tables], dtype=torch.long)
+    seq, pos = [], []
+    for i in range(b):
+        n = query_starts[i + 1] - query_starts[i]
+        seq.extend([i] * n)
+        pos.extend(range(context_lens[i] - n, context_lens[i]))
+    as_t = lambda x, dt: torch.tensor(x, dtype=dt).to(device)  # noqa: E731
+    return AttentionMetadata(as_t(slots, torch.long), tuple(query_starts), tuple(context_lens),
+                             tables.to(device), as_t(seq, torch.int32), as_t(pos, torch.int32))
 
 
 def store_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
@@ -105,3 +125,15 @@ def paged_attention_reference(q: torch.Tensor, k_cache: torch.Tensor, v_cache: t
             scores = scores.masked_fill(~mask, float("-inf"))
         out[a:b] = torch.einsum("hts,shd->thd", scores.softmax(-1), v)
     return out.to(q.dtype)
+
+
+def triton_paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                           meta: AttentionMetadata, scale: float, window: int | None = None) -> torch.Tensor:
+    """paged_attention through the Triton kernel (CUDA; the CPU under TRITON_INTERPRET=1)."""
+    from qrt_kernels.paged_attention import paged_attention as kernel  # imports triton
+    return kernel(q, k_cache, v_cache, meta.block_tables, meta.token_seq, meta.token_pos, scale, window)
+
+
+def select_attention(device: torch.device):
+    """The attention implementation for a device: the Triton kernel on CUDA, torch elsewhere."""
+    return triton_paged_attention if torch.device(device).type == "cuda" else paged_attention

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence as Seq
 import torch
 from torch import nn
 
-from qrt.engine.attention import AttentionMetadata, paged_attention
+from qrt.engine.attention import AttentionMetadata, build_metadata, select_attention
 from qrt.engine.models import LlamaForCausalLM
 from qrt.engine.sequence import Sequence
 
@@ -23,10 +23,11 @@ class ModelRunner:
     in the model's dtype."""
 
     def __init__(self, hf_model: nn.Module, num_blocks: int, page_size: int, max_model_len: int,
-                 attention: Callable = paged_attention):
+                 attention: Callable | None = None):
         self.model = LlamaForCausalLM(hf_model, max_model_len)
-        self.page_size, self.max_model_len, self.attention = page_size, max_model_len, attention
+        self.page_size, self.max_model_len = page_size, max_model_len
         m = self.model
+        self.attention = attention or select_attention(m.device)
         shape = (num_blocks, page_size, m.num_kv_heads, m.head_dim)
         self.kv_caches = [(torch.zeros(shape, dtype=m.dtype, device=m.device),
                            torch.zeros(shape, dtype=m.dtype, device=m.device)) for _ in range(m.num_layers)]
@@ -38,9 +39,7 @@ class ModelRunner:
     def prepare(self, batch: Seq[tuple[Sequence, int]]) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, list[int]]:
         """-> input_ids [T], positions [T], attention metadata, rows of T that need logits."""
         ids, pos, slots, starts, ctx_lens, logit_rows = [], [], [], [0], [], []
-        max_blocks = max(len(s.block_table) for s, _ in batch)
-        tables = torch.zeros(len(batch), max_blocks, dtype=torch.long)
-        for i, (seq, n) in enumerate(batch):
+        for seq, n in batch:
             c = seq.num_computed_tokens
             if n < 1 or c + n > len(seq) or len(seq.block_table) * self.page_size < c + n:
                 raise ValueError(f"sequence {seq.seq_id}: cannot run {n} new tokens from {c} "
@@ -53,11 +52,10 @@ class ModelRunner:
                          for p in range(c, c + n))
             starts.append(starts[-1] + n)
             ctx_lens.append(c + n)
-            tables[i, :len(seq.block_table)] = torch.tensor(seq.block_table)
             if c + n == len(seq):
                 logit_rows.append(starts[-1] - 1)
         dev = self.device
-        meta = AttentionMetadata(torch.tensor(slots, device=dev), tuple(starts), tuple(ctx_lens), tables.to(dev))
+        meta = build_metadata(slots, starts, ctx_lens, [s.block_table for s, _ in batch], dev)
         return torch.tensor(ids, device=dev), torch.tensor(pos, device=dev), meta, logit_rows
 
     @torch.inference_mode()

@@ -101,3 +101,13 @@ def test_smollm2_prefill_and_decode_match_transformers():
     # 1e-3 is still 100x below what a wrong position or a dropped norm changes
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-3)
     assert got[:-4].argmax(-1).tolist() == ref[:-4].argmax(-1).tolist()
+
+
+@pytest.mark.skipif(__import__("os").environ.get("TRITON_INTERPRET") != "1",
+                    reason="the Triton kernel runs on the CPU only under TRITON_INTERPRET=1")
+def test_triton_attention_in_the_model_matches_transformers():
+    from qrt.engine.attention import triton_paged_attention
+    model = make_decoder("mistral")  # sliding window 7 < sequence length
+    ids = list(range(7, 23))
+    ref = hf_logits(model, ids)[9:]
+    torch.testing.assert_close(run_engine(model, ids, (6, 4), attention=triton_paged_attention), ref, **TOL)
