@@ -104,10 +104,22 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
         k = gather_context(k_cache, meta.block_tables[i], ctx).transpose(0, 1)
         v = gather_context(v_cache, meta.block_tables[i], ctx).transpose(0, 1)
         mask = visible(b - a, ctx, window, q.device)
+        if b - a == 1 and mask is None:
+            out[a] = _decode_one(q[a], k.to(q.dtype), v.to(q.dtype), scale)
+            continue
         o = F.scaled_dot_product_attention(q[a:b].transpose(0, 1), k.to(q.dtype), v.to(q.dtype),
                                            attn_mask=mask, scale=scale, enable_gqa=True)
         out[a:b] = o.transpose(0, 1)
     return out
+
+
+def _decode_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """One query [H, D] over k/v [KVH, S, D]: two batched matmuls per kv head group (on the
+    CPU ~3x faster than SDPA's kernel for a single query row)."""
+    kvh, d = k.shape[0], q.shape[-1]
+    qg = q.view(kvh, -1, d)                                   # [KVH, G, D]
+    p = torch.softmax(torch.bmm(qg, k.transpose(1, 2)) * scale, dim=-1)  # [KVH, G, S]
+    return torch.bmm(p, v).view(-1, d)
 
 
 def paged_attention_reference(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
