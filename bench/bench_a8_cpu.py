@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from qrt.modules import QuantLinear
+from qrt.runtime.linear import QuantLinear
 from qrt_kernels.reference import quant_rows_ref
 
 

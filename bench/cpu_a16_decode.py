@@ -15,7 +15,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from qrt.modules import QuantLinear
+from qrt.runtime.linear import QuantLinear
 
 
 def interleaved_medians_us(fns: dict, reps: int) -> dict:

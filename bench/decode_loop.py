@@ -6,7 +6,6 @@ import time
 
 import torch
 from torch import nn
-
 from torch_peers import TorchInt4Linear
 
 
@@ -14,7 +13,7 @@ def quantize_for(model: nn.Module, scheme: str) -> dict:
     """Swap the model's Linear layers (lm_head kept dense) for `scheme`, in place:
     'dense' (nothing), 'torch_int4' (torch's int4 weight-only kernel), or a qrt scheme
     (qrt.quantize_model when the loader exists, else iter_targets + QuantLinear.from_linear)."""
-    from qrt.targets import iter_targets, set_submodule
+    from qrt.formats.targets import iter_targets, set_submodule
     if scheme == "dense":
         return {"path": "dense", "quantized_layers": 0}
     names = [n for n, _ in iter_targets(model, ("Linear",), ("lm_head",))]
@@ -23,7 +22,7 @@ def quantize_for(model: nn.Module, scheme: str) -> dict:
             set_submodule(model, name, TorchInt4Linear.from_linear(model.get_submodule(name), 128,
                                                                    torch.bfloat16))
         return {"path": "torch._weight_int4pack_mm", "quantized_layers": len(names)}
-    from qrt.modules import QuantLinear
+    from qrt.runtime.linear import QuantLinear
     try:
         from qrt import quantize_model
     except ImportError:  # the loader (ckpt branch) is not merged yet

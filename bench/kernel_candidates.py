@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-from qrt.modules import QuantLinear
-from qrt.schemes import resolve_scheme
 from timing import rotation_count
+from torch import nn
 from torch_peers import TorchInt4Linear, TorchInt8Linear
+
+from qrt.runtime.linear import QuantLinear
+from qrt.schemes import resolve_scheme
 
 DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 # Relative-error bounds for the correctness check done before timing (output vs x @ W_deq.T
@@ -105,7 +105,7 @@ def _peer_candidates(lin, layers_by_scheme, device) -> list[Candidate]:
     """torch's int4 (tinygemm / CPU) and int8 (CPU) weight-only kernels on qrt's integers."""
     out, n, k = [], lin.out_features, lin.in_features
     # bfloat16 activations: tinygemm takes only those, and torch's CPU packed kernels are
-    # ~20x faster with them than with float32 (qrt/cpu_packed.py measured it)
+    # ~20x faster with them than with float32 (qrt/runtime/cpu_packed.py measured it)
     dtype = torch.bfloat16
     w4 = layers_by_scheme.get("w4a16")
     if w4 is not None:

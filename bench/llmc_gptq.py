@@ -6,7 +6,7 @@ a separate virtual environment), e.g.:
   /work/venvs/llmc/bin/python bench/llmc_gptq.py --model DIR --windows calib.pt \
       --spec spec.json --out weights.pt
 
-calib.pt: int64 [nsamples, seqlen] token windows (qrt.quantize.calib_data). spec.json:
+calib.pt: int64 [nsamples, seqlen] token windows (qrt.data.windows). spec.json:
 {"bits", "symmetric", "actorder", "block_size", "percdamp", "groups": {group_size or
 "channel": [layer names]}, "ignore": [...]}. Writes {layer name: dequantized weight} of
 every quantized Linear (what a compressed-tensors reader decodes) plus the wall time.

@@ -66,7 +66,7 @@ def hardware() -> dict:
 
 
 def load_fp32(name: str = "smollm2"):
-    from qrt.hub import load_fp_model, resolve_model_dir
+    from qrt.hub.resolve import load_fp_model, resolve_model_dir
     d = resolve_model_dir(name)
     model, tok = load_fp_model(d, dtype=torch.float32)
     return model, tok, d
@@ -75,7 +75,7 @@ def load_fp32(name: str = "smollm2"):
 def llmc_quantize(model, tokenizer, model_dir, scheme_name, actorder, args) -> float:
     """llmcompressor's GPTQ in a subprocess with the same windows and per-layer group sizes
     as ours; loads its dequantized weights into `model`. Returns its wall seconds."""
-    from qrt.quantize.calib_data import calibration_windows
+    from qrt.data.windows import calibration_windows
     from qrt.quantize.plan import plan_layers
     from qrt.schemes import resolve_scheme
     scheme = resolve_scheme(scheme_name)
@@ -101,8 +101,8 @@ def llmc_quantize(model, tokenizer, model_dir, scheme_name, actorder, args) -> f
 
 def quantize(name: str, model, tok, model_dir, args) -> dict:
     """Quantize `model` in place per CONFIGS[name]; -> timing fields."""
-    from qrt.convert import quantize_model
-    from qrt.quantize.calibration import gptq_quantize_model
+    from qrt.quantize.gptq_model import gptq_quantize_model
+    from qrt.quantize.rtn import quantize_model
     from qrt.schemes import resolve_scheme
     method, scheme, actorder, *extra = CONFIGS[name]
     extra = dict(extra[0]) if extra else {}
@@ -124,7 +124,7 @@ def quantize(name: str, model, tok, model_dir, args) -> dict:
 def cached_quantize(name: str, model, tok, model_dir, args):
     """quantize(), or its result from --cache-dir: GPTQ models as fp32 qrt checkpoints,
     llmcompressor's as its dequantized weights. -> (model, timing fields)."""
-    from qrt.loader import load_quantized, save_quantized
+    from qrt import load_quantized, save_quantized
     method = CONFIGS[name][0]
     cache = Path(args.cache_dir) / name if args.cache_dir and method in ("gptq", "llmc") else None
     if cache is not None and (cache / "timing.json").exists():

@@ -27,8 +27,9 @@ import torch
 
 def machine() -> dict:
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
-    import transformers
     import os
+
+    import transformers
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "transformers": transformers.__version__, "python": platform.python_version(),
             "note": "2 CPU cores shared with other jobs: absolute numbers are noisy, ratios are same-run"}
@@ -132,7 +133,7 @@ def decide(rows: list[dict]) -> str:
 
 
 def a16_backend(model) -> str:
-    from qrt.modules import QuantLinear
+    from qrt.runtime.linear import QuantLinear
     for m in model.modules():
         if isinstance(m, QuantLinear):
             m.finalize()
@@ -153,7 +154,7 @@ def main() -> None:
     ap.add_argument("--out", default="bench/results/serve_engine_choice.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from qrt.loader import quantize_model
+    from qrt import quantize_model
     from qrt.serve.model_loading import load_for_serving
     rows = []
     for scheme in args.schemes.split(","):

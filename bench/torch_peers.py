@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from qrt.quantize.primitives import QuantizedWeight, dequantize, quantize_weight
+from qrt.numerics.quant import QuantizedWeight, dequantize, quantize_weight
 from qrt.schemes import resolve_scheme
 
 

@@ -39,9 +39,9 @@ def measure(kind: str, path: str, new_tokens: int) -> dict:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    from qrt import load_quantized
+    from qrt.checkpoint.skeleton import model_class
     from qrt.commands.generate import encode_prompt
-    from qrt.loader import load_quantized
-    from qrt.skeleton import model_class
     torch.manual_seed(0)
     model_class(AutoConfig.from_pretrained(path))  # import the modeling code before timing (both sides)
     before = rss_mb()
@@ -74,7 +74,7 @@ def decode_rates(fp_path: str, q_path: str, steps: int = 32, rounds: int = 5) ->
     import torch
     from transformers import AutoModelForCausalLM
 
-    from qrt.loader import load_quantized
+    from qrt import load_quantized
     models = {"fp32": AutoModelForCausalLM.from_pretrained(fp_path, dtype=torch.float32).eval(),
               "qrt": load_quantized(q_path, device="cpu", progress=False)}
     prompt = torch.arange(1, 17).unsqueeze(0)
@@ -99,9 +99,9 @@ def child(kind: str, path: str, new_tokens: int, threads: int) -> dict:
 
 
 def quantize_and_save(scheme: str, out: str, quantize_embedding: bool = False):
-    from qrt.embedded import smollm2_dir
-    from qrt.hub import load_fp_model
-    from qrt.loader import quantize_model, save_quantized
+    from qrt import quantize_model, save_quantized
+    from qrt.hub.embedded import smollm2_dir
+    from qrt.hub.resolve import load_fp_model
     model, tok = load_fp_model(smollm2_dir())
     quantize_model(model, scheme, quantize_embedding=quantize_embedding)
     return save_quantized(model, out, tokenizer=tok)
@@ -127,8 +127,8 @@ def main() -> None:
             else measure(kind, path, args.new_tokens)
         print(json.dumps(result))
         return
-    from qrt.embedded import smollm2_dir
-    from qrt.inspect_ckpt import checkpoint_info
+    from qrt.checkpoint.info import checkpoint_info
+    from qrt.hub.embedded import smollm2_dir
     fp_dir = smollm2_dir()
     out = args.out or os.path.join(tempfile.mkdtemp(prefix="qrt-demo-"), f"smollm2-{args.scheme}")
     print(f"[1/3] quantizing SmolLM2-135M-Instruct to {args.scheme} -> {out}", flush=True)

@@ -11,8 +11,8 @@ import torch
 
 import qrt
 from qrt.eval.ppl import perplexity_on_file
-from qrt.hub import load_fp_model
-from qrt.quantize.calibration import gptq_quantize_model
+from qrt.hub.resolve import load_fp_model
+from qrt.quantize.gptq_model import gptq_quantize_model
 
 model, tokenizer = load_fp_model("smollm2", dtype=torch.float32)
 gptq_quantize_model(model, tokenizer, "w4a16", nsamples=128, seqlen=512, actorder="weight")

@@ -5,7 +5,7 @@
 import sys
 
 from qrt import quantize_model, save_quantized
-from qrt.hub import load_fp_model
+from qrt.hub.resolve import load_fp_model
 
 source = sys.argv[1] if len(sys.argv) > 1 else "smollm2"  # the embedded SmolLM2-135M-Instruct
 out = sys.argv[2] if len(sys.argv) > 2 else "smollm2-w4a16"

@@ -7,8 +7,8 @@ expect a floating-point embedding.
 import sys
 
 from qrt import load_quantized, quantize_model, save_quantized
-from qrt.hub import load_fp_model
-from qrt.inspect_ckpt import checkpoint_info
+from qrt.checkpoint.info import checkpoint_info
+from qrt.hub.resolve import load_fp_model
 
 out = sys.argv[1] if len(sys.argv) > 1 else "smollm2-w4a16-int8emb"
 model, tokenizer = load_fp_model("smollm2")

@@ -26,10 +26,12 @@ def _pow2(v: int) -> bool:
 class A16Config:
     """One row of the table: the kernel and blocks used for every M <= max_m.
 
-    kernel: "decode" (split-K GEMV on CUDA cores, BLOCK_M rows at once, for small M),
+    kernel: "decode" (GEMV: BLOCK_N weight rows per program over all of K, tokens padded to
+      BLOCK_M = 16 MMA columns, one launch, for M <= 16),
       "tile" (tensor-core tile GEMM) or "dequant_torch" (dequantize W once, then torch's
       matmul: cuBLAS past the crossover M). max_m None: every larger M (the last row).
-    split_k: K slices reduced with fp32 atomics; None lets the dispatcher choose by shape.
+    split_k: K slices reduced with fp32 atomics (tile kernel only; decode is one slice);
+      None lets the dispatcher choose by shape.
     group_m: tile programs grouped along M so neighbours share weight tiles in L2.
     """
 
@@ -53,12 +55,14 @@ class A16Config:
         for f in ("block_m", "block_n", "block_k", "num_warps"):
             if not _pow2(getattr(self, f)):
                 bad(f, "a power of two")
-        if self.kernel == "tile" and min(self.block_m, self.block_n, self.block_k) < 16:
-            bad("block_m", "blocks >= 16 for the tile kernel (tl.dot's minimum)")
+        if self.kernel in ("tile", "decode") and min(self.block_m, self.block_n, self.block_k) < 16:
+            bad("block_m", "blocks >= 16 for the tile and decode kernels (tl.dot's minimum)")
         if self.block_k < 16:
             bad("block_k", ">= 16 (one int32 word holds up to 16 values)")
         if self.split_k is not None and not (isinstance(self.split_k, int) and self.split_k >= 1):
             bad("split_k", "a positive int or None")
+        if self.kernel == "decode" and self.split_k not in (None, 1):
+            bad("split_k", "1 or None for the decode kernel (one launch, no atomics)")
         if not (isinstance(self.group_m, int) and self.group_m >= 1):
             bad("group_m", "a positive int")
         if not (isinstance(self.num_stages, int) and self.num_stages >= 1):
@@ -68,15 +72,12 @@ class A16Config:
         return dataclasses.replace(self, **changes)
 
 
-# Untuned defaults (no GPU was available to tune them): GEMV-style decode up to M=8 (a 16-row
-# tensor-core tile would be >= 50% padding there), tile GEMM up to M=1024, then dequantize
-# once + cuBLAS where the GEMM is compute-bound and the one-off dequantization is amortized.
+# Untuned defaults (no GPU was available to tune them; chosen on the static sm_90 report,
+# bench/gpu_static.py): the GEMV kernel up to M=16 (one launch, tokens padded to the MMA's 16
+# columns: the padding costs no bytes), tile GEMM up to M=1024, then dequantize once + cuBLAS
+# where the GEMM is compute-bound and the one-off dequantization is amortized.
 DEFAULT_A16_TABLE: tuple[A16Config, ...] = (
-    A16Config("decode", max_m=1, block_m=1, block_n=64, block_k=128),
-    A16Config("decode", max_m=2, block_m=2, block_n=64, block_k=128),
-    A16Config("decode", max_m=4, block_m=4, block_n=64, block_k=64),
-    A16Config("decode", max_m=8, block_m=8, block_n=32, block_k=64),
-    A16Config("tile", max_m=16, block_m=16, block_n=64, block_k=64, num_stages=4),
+    A16Config("decode", max_m=16, block_m=16, block_n=16, block_k=128, num_warps=1, num_stages=3),
     A16Config("tile", max_m=64, block_m=32, block_n=64, block_k=64, num_stages=4),
     A16Config("tile", max_m=256, block_m=64, block_n=128, block_k=64, num_stages=3),
     A16Config("tile", max_m=1024, block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3),

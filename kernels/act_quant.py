@@ -28,6 +28,9 @@ import torch
 import triton
 import triton.language as tl
 
+from .arg_checks import check_act_input
+from .launch import launch
+
 MAX_SINGLE_BLOCK = 16384  # elements per row held in registers (64 KiB of fp32 per program)
 
 
@@ -150,21 +153,13 @@ def _quant_per_token_kernel(
                      mask=k0 + offs_k < K)
 
 
-def _check_x(x: torch.Tensor) -> None:
-    if x.ndim != 2 or x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
-        raise ValueError(f"expected activations x [M, K] in fp16/bf16/fp32, found shape "
-                         f"{tuple(x.shape)} {x.dtype}")
-    if x.stride(-1) != 1:
-        raise ValueError(f"expected x contiguous along K (stride 1), found stride {x.stride(-1)}")
-
-
 def quant_rows(x: torch.Tensor, symmetric: bool = True, static_scale: torch.Tensor | None = None,
                num_warps: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """x [M, K] -> (q int8 [M, K], scale fp32 [M], zero point int32 [M]; 0 when symmetric).
 
     static_scale: fp32 [1] calibrated per-tensor scale (symmetric only), else per-token.
     """
-    _check_x(x)
+    check_act_input(x)
     if static_scale is not None and (static_scale.numel() != 1 or not symmetric):
         raise ValueError(f"static quantization takes one symmetric scale, found "
                          f"{static_scale.numel()} values, symmetric={symmetric}")
@@ -177,8 +172,7 @@ def quant_rows(x: torch.Tensor, symmetric: bool = True, static_scale: torch.Tens
     single = k <= MAX_SINGLE_BLOCK
     block_k = triton.next_power_of_2(k) if single else 4096
     static = static_scale if static_scale is not None else scale  # unused pointer when dynamic
-    _quant_per_token_kernel[(m,)](
-        x, q, scale, zp, static, k, x.stride(0), q.stride(0),
+    launch(_quant_per_token_kernel, (m,), (x, q, scale, zp, static, k, x.stride(0), q.stride(0)),
         SYMMETRIC=symmetric, STATIC=static_scale is not None,
         BLOCK_K=block_k, SINGLE_BLOCK=single, num_warps=num_warps,
         enable_fp_fusion=False)  # no FMA contraction: q must equal the twin's rounding

@@ -85,3 +85,49 @@ def check_dequant_matmul_args(x: torch.Tensor, w_packed: torch.Tensor, scales: t
         named.append(("bias", bias))
     expect_same_device_contiguous(named, x.device)
     return m, n, k
+
+
+# ---- int8 activations ----
+def check_act_input(x: torch.Tensor) -> tuple[int, int]:
+    """x [M, K] fp16/bf16/fp32, contiguous along K -> (M, K)."""
+    if x.ndim != 2 or x.dtype not in ACT_DTYPES:
+        raise ValueError(f"expected activations x [M, K] in fp16/bf16/fp32, found shape "
+                         f"{tuple(x.shape)} {x.dtype}")
+    if x.stride(-1) != 1:
+        raise ValueError(f"expected x contiguous along K (stride 1), found stride {x.stride(-1)}")
+    return x.shape[0], x.shape[1]
+
+
+def check_a8_weights(w: torch.Tensor, w_scales: torch.Tensor, w_bits: int, group_size: int,
+                     k: int) -> int:
+    """Validate the weight operand for K = k; returns N. Raises ValueError naming the mismatch."""
+    if w_bits == 8 and (w.dtype != torch.int8 or w.ndim != 2 or w.shape[1] != k):
+        raise ValueError(f"8-bit weights must be int8 [N, {k}], found {w.dtype} {tuple(w.shape)}")
+    if w_bits == 4 and (w.dtype != torch.int32 or w.ndim != 2 or w.shape[1] != -(-k // 8)):
+        raise ValueError(f"4-bit weights must be packed int32 [N, {-(-k // 8)}], found "
+                         f"{w.dtype} {tuple(w.shape)}")
+    if w_bits not in (4, 8):
+        raise ValueError(f"w_bits must be 4 or 8, found {w_bits}")
+    if group_size and group_size % 16:
+        raise ValueError(f"group_size must be 0 (per channel) or a multiple of 16, found {group_size}")
+    n_groups = -(-k // group_size) if group_size else 1
+    n = w.shape[0]
+    if w_scales.dtype != torch.float32 or tuple(w_scales.shape) != (n, n_groups) or not w_scales.is_contiguous():
+        raise ValueError(f"w_scales must be contiguous fp32 [{n}, {n_groups}], found "
+                         f"{w_scales.dtype} {tuple(w_scales.shape)}")
+    if w.stride(1) != 1:
+        raise ValueError("weights must be contiguous along K")
+    return n
+
+
+def check_a8_linear_args(x, w, w_scales, w_bits, group_size, bias, symmetric, input_scale, w_sums
+                         ) -> tuple[int, int]:
+    """Validate the arguments of the int8-activation linear -> (M, N)."""
+    m, k = check_act_input(x)
+    n = check_a8_weights(w, w_scales, w_bits, group_size, k)
+    if input_scale is not None and (input_scale.numel() != 1 or not symmetric):
+        raise ValueError(f"static quantization takes one symmetric scale, found "
+                         f"{input_scale.numel()} values, symmetric={symmetric}")
+    if bias is not None:
+        expect_shape("bias", bias, (n,))
+    return m, n

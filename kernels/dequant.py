@@ -11,6 +11,7 @@ import triton.language as tl
 
 from .arg_checks import ACT_DTYPES, check_packed_weight_args, expect_same_device_contiguous
 from .dequant_matmul import _dequant_tile
+from .launch import launch
 
 
 @triton.jit
@@ -48,10 +49,10 @@ def dequant_weight(w_packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Te
     expect_same_device_contiguous(named, w_packed.device)
     out = torch.empty(n, k, device=w_packed.device, dtype=dtype)
     grid = (triton.cdiv(n, block_n), triton.cdiv(k, block_k))
-    dequant_kernel[grid](
+    launch(dequant_kernel, grid, (
         w_packed, scales, zeros, out, n, k,
         w_packed.stride(0), w_packed.stride(1), scales.stride(0), scales.stride(1),
-        out.stride(0), out.stride(1),
+        out.stride(0), out.stride(1)),
         BITS=bits, GROUP_SIZE=group_size, HAS_ZEROS=zeros is not None,
         BLOCK_N=block_n, BLOCK_K=block_k)
     return out

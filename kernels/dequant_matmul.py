@@ -18,6 +18,7 @@ import triton.language as tl
 
 from .a16_configs import A16Config
 from .arg_checks import check_dequant_matmul_args
+from .launch import launch
 
 
 @triton.jit
@@ -73,37 +74,86 @@ def _store_output(acc, y_ptr, bias_ptr, offs_m, offs_n, M, N, stride_ym, stride_
 
 
 @triton.jit
-def dequant_matmul_decode_kernel(
+def _unpack_pairs(words, zsub, BITS: tl.constexpr, MAGIC: tl.constexpr, MAGIC_BASE: tl.constexpr,
+                  DTYPE: tl.constexpr):
+    """words int32 [R, W] -> DTYPE [R, W * 32 / BITS] of q - z, in K order. Values i and
+    i + HALF of a word sit 16 bits apart, so one shift and one mask give both.
+
+    MAGIC (Marlin's trick): OR-ing the bits of the float MAGIC_BASE (128 in bf16, 1024 in
+    fp16) above a value u makes the 16-bit half exactly MAGIC_BASE + u, so no int-to-float
+    conversion runs; subtracting zsub = MAGIC_BASE + 2^(BITS-1) (+ zero point) leaves q - z,
+    an integer and exact. Without MAGIC (8-bit values in bf16) the halves convert in fp32."""
+    PER_WORD: tl.constexpr = 32 // BITS
+    HALF: tl.constexpr = PER_WORD // 2
+    shifts = tl.arange(0, HALF) * BITS
+    pair = (words[:, :, None] >> shifts[None, None, :]) & (((1 << BITS) - 1) * 0x00010001)
+    if MAGIC:
+        pair = pair | (MAGIC * 0x00010001)
+        lo = pair.to(tl.int16).to(DTYPE, bitcast=True)
+        hi = (pair >> 16).to(tl.int16).to(DTYPE, bitcast=True)
+    else:
+        lo = ((pair & 0xFFFF).to(tl.float32) + MAGIC_BASE).to(DTYPE)
+        hi = ((pair >> 16).to(tl.float32) + MAGIC_BASE).to(DTYPE)
+    # [R, W, HALF, 2] -> [R, W, 2, HALF]: each word's values back in K order (in registers)
+    q = tl.permute(tl.join(lo - zsub, hi - zsub), (0, 1, 3, 2))
+    return tl.reshape(q, (words.shape[0], words.shape[1] * PER_WORD))
+
+
+@triton.jit
+def gemv_a16_kernel(
     # pointers
     x_ptr, w_ptr, scales_ptr, zeros_ptr, bias_ptr, y_ptr,
     # sizes
-    M, N, K,
+    M, N, K, K_WORDS,
     # strides
-    stride_xm, stride_xk, stride_wn, stride_wk, stride_sn, stride_sg, stride_ym, stride_yn,
+    stride_xm, stride_wn, stride_sn, stride_ym,
     # quantization parameters
     BITS: tl.constexpr, GROUP_SIZE: tl.constexpr, HAS_ZEROS: tl.constexpr, HAS_BIAS: tl.constexpr,
+    MAGIC: tl.constexpr, MAGIC_BASE: tl.constexpr,
     # meta-parameters
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
 ):
-    # program (pid_n, pid_k, pid_m): BLOCK_N outputs of BLOCK_M rows over K slice pid_k
+    """y [M, N] for M <= BLOCK_M (16) tokens: BLOCK_N weight rows per program, whole K,
+    one launch (no split-K). The weight tile is the MMA's A operand and x (padded to 16
+    columns) its B operand: y.T [BLOCK_N, BLOCK_M] = W [BLOCK_N, K] @ x.T [K, BLOCK_M]."""
+    PER_WORD: tl.constexpr = 32 // BITS
+    HALF: tl.constexpr = PER_WORD // 2
+    WORDS: tl.constexpr = BLOCK_K // PER_WORD
     pid_n = tl.program_id(0)
-    pid_k = tl.program_id(1)
-    pid_m = tl.program_id(2)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    # slices interleave BLOCK_K chunks, so all slices stream the weight at the same pace
-    for k0 in range(pid_k * BLOCK_K, K, SPLIT_K * BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        a = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk,
-                    mask=(offs_m[:, None] < M) & (offs_k[None, :] < K), other=0.0).to(tl.float32)
-        w = _dequant_tile(w_ptr, scales_ptr, zeros_ptr, k0, offs_n, K, N, stride_wn, stride_wk,
-                          stride_sn, stride_sg, BITS, GROUP_SIZE, HAS_ZEROS, BLOCK_K)
-        # multiply-reduce on CUDA cores in fp32: for BLOCK_M <= 8 an MMA tile would be
-        # mostly padding, and the weight stream, not arithmetic, sets the time
-        acc += tl.sum(a[:, :, None] * w[None, :, :], axis=1)
-    _store_output(acc, y_ptr, bias_ptr, offs_m, offs_n, M, N, stride_ym, stride_yn, pid_k,
-                  HAS_BIAS, SPLIT_K)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_w = tl.arange(0, WORDS)
+    mask_n = offs_n < N
+    offs_k = tl.arange(0, BLOCK_K)
+    x_cols = x_ptr + offs_m[None, :] * stride_xm + offs_k[:, None]
+    w_rows = w_ptr + offs_n[:, None] * stride_wn + offs_w[None, :]
+    dtype = x_ptr.dtype.element_ty
+    zsub = tl.full((BLOCK_N, 1, 1), MAGIC_BASE + (1 << (BITS - 1)), tl.float32).to(dtype)
+    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        # packed words, read once, 16 bytes per load, streamed past L1 (used once)
+        if EVEN_K:
+            words = tl.load(w_rows + k0 // PER_WORD, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
+        else:
+            words = tl.load(w_rows + k0 // PER_WORD, other=0, eviction_policy="evict_first",
+                            mask=mask_n[:, None] & (k0 // PER_WORD + offs_w[None, :] < K_WORDS))
+        g = k0 // GROUP_SIZE
+        if HAS_ZEROS:
+            z = tl.load(zeros_ptr + offs_n * stride_sn + g, mask=mask_n, other=0).to(tl.float32)
+            zsub = (MAGIC_BASE + (1 << (BITS - 1)) + z).to(dtype)[:, None, None]
+        q = _unpack_pairs(words, zsub, BITS, MAGIC, MAGIC_BASE, dtype)
+        if EVEN_K:
+            xt = tl.load(x_cols + k0, mask=offs_m[None, :] < M, other=0.0)
+        else:
+            xt = tl.load(x_cols + k0, mask=(offs_m[None, :] < M) & (k0 + offs_k[:, None] < K), other=0.0)
+        # the block lies in one group: q - z (exact in fp16/bf16) through the MMA, the
+        # group's scale on the fp32 sum
+        s = tl.load(scales_ptr + offs_n * stride_sn + g, mask=mask_n, other=0.0).to(tl.float32)
+        acc += tl.dot(q, xt) * s[:, None]
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None]
+    y_ptrs = y_ptr + offs_m[None, :] * stride_ym + offs_n[:, None]
+    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=(offs_m[None, :] < M) & mask_n[:, None])
 
 
 @triton.jit
@@ -179,18 +229,30 @@ def _check_split_k(cfg: A16Config, kernel: str) -> int:
     return cfg.split_k
 
 
+# magic float per activation dtype: (16-bit pattern of MAGIC_BASE, MAGIC_BASE, widest value it holds)
+_MAGIC = {torch.float16: (0x6400, 1024.0, 10), torch.bfloat16: (0x4300, 128.0, 7)}
+
+
 def dequant_matmul_decode(x, w_packed, scales, zeros, bits, group_size, bias=None, *, cfg: A16Config):
-    """y [M, N] = x [M, K] @ dequant(W).T (+ bias) with the decode (GEMV, split-K) kernel."""
+    """y [M, N] = x [M, K] @ dequant(W).T (+ bias) for M <= cfg.block_m (16) with the GEMV
+    kernel: one launch, no split-K, x.dtype fp16 or bf16, cfg.block_k dividing the group."""
     m, n, k = check_dequant_matmul_args(x, w_packed, scales, zeros, bits, group_size, bias)
-    split_k = _check_split_k(cfg, "decode")
-    y = _output(m, n, x, split_k)
-    grid = (triton.cdiv(n, cfg.block_n), split_k, triton.cdiv(m, cfg.block_m))
-    dequant_matmul_decode_kernel[grid](
-        *_common_args(x, w_packed, scales, zeros, bias, y, m, n, k),
-        BITS=bits, GROUP_SIZE=group_size, HAS_ZEROS=zeros is not None, HAS_BIAS=bias is not None,
-        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, SPLIT_K=split_k,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-    return y if split_k == 1 else y.to(x.dtype)
+    if cfg.kernel != "decode" or m > cfg.block_m or x.dtype not in _MAGIC or (
+            group_size < k and group_size % cfg.block_k) or cfg.block_k * bits < 32:
+        raise ValueError(f"decode kernel: expected M <= block_m {cfg.block_m}, fp16/bf16 x, block_k "
+                         f"dividing group_size; found M={m}, {x.dtype}, block_k {cfg.block_k}, "
+                         f"group_size {group_size}, kernel {cfg.kernel!r}")
+    pattern, base, widest = _MAGIC[x.dtype]
+    magic = bits <= widest
+    y = torch.empty(m, n, device=x.device, dtype=x.dtype)
+    launch(gemv_a16_kernel, (triton.cdiv(n, cfg.block_n),),
+           (x, w_packed, scales, zeros, bias, y, m, n, k, w_packed.shape[1],
+            x.stride(0), w_packed.stride(0), scales.stride(0), y.stride(0)),
+           BITS=bits, GROUP_SIZE=min(group_size, k), HAS_ZEROS=zeros is not None, HAS_BIAS=bias is not None,
+           MAGIC=pattern if magic else 0, MAGIC_BASE=base if magic else 0.0,
+           BLOCK_N=cfg.block_n, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, EVEN_K=k % cfg.block_k == 0,
+           num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    return y
 
 
 def dequant_matmul_tile(x, w_packed, scales, zeros, bits, group_size, bias=None, *, cfg: A16Config):
@@ -199,8 +261,7 @@ def dequant_matmul_tile(x, w_packed, scales, zeros, bits, group_size, bias=None,
     split_k = _check_split_k(cfg, "tile")
     y = _output(m, n, x, split_k)
     grid = (triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n), split_k)
-    dequant_matmul_tile_kernel[grid](
-        *_common_args(x, w_packed, scales, zeros, bias, y, m, n, k),
+    launch(dequant_matmul_tile_kernel, grid, _common_args(x, w_packed, scales, zeros, bias, y, m, n, k),
         BITS=bits, GROUP_SIZE=group_size, HAS_ZEROS=zeros is not None, HAS_BIAS=bias is not None,
         SCALE_AFTER_DOT=group_size >= k or group_size % cfg.block_k == 0,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,

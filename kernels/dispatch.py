@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from .a16_configs import A16Config, a16_table_for
 from .arg_checks import check_dequant_matmul_args
+from .launch import capture_target
 from .reference import dequant_matmul_ref
 
 # Programs per SM the grid should reach before split-K stops adding K slices.
@@ -22,15 +23,23 @@ _INTERPRETER_SMS = 4
 
 
 def triton_runs_on(device: torch.device) -> bool:
-    """Triton kernels run on CUDA, and on the CPU only under TRITON_INTERPRET=1 (tests)."""
+    """Triton kernels run on CUDA, and on the CPU only under TRITON_INTERPRET=1 (tests);
+    while launches are captured (launch.capture_launches), meta tensors stand for CUDA."""
+    if device.type == "meta" and capture_target() is not None:
+        return True
     return device.type == "cuda" or (device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1")
 
 
-@functools.lru_cache(maxsize=None)
 def _device_info(device: torch.device) -> tuple[str | None, int]:
-    """(name, SM count) of a CUDA device; (None, stand-in) elsewhere."""
-    if device.type != "cuda":
-        return None, _INTERPRETER_SMS
+    """(name, SM count) of a CUDA device or of the capture target; (None, stand-in) elsewhere."""
+    target = capture_target()
+    if target is not None:
+        return target.name, target.n_sm
+    return _cuda_device_info(device) if device.type == "cuda" else (None, _INTERPRETER_SMS)
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_device_info(device: torch.device) -> tuple[str, int]:
     props = torch.cuda.get_device_properties(device)
     return props.name, props.multi_processor_count
 
@@ -53,23 +62,31 @@ def _auto_split_k(m: int, n: int, k: int, cfg: A16Config, n_sm: int) -> int:
 
 
 def _fit_block_k(cfg: A16Config, group_size: int, k: int) -> A16Config:
-    """Tile kernel: shrink BLOCK_K (not below 16) until it divides the group size, so each
-    K block lies in one group and the scale can multiply the fp32 dot result. When no such
-    block exists (group size not a multiple of 16) the kernel scales each element instead."""
-    if cfg.kernel != "tile" or group_size >= k:
+    """Shrink BLOCK_K (not below 16) until it divides the group size, so each K block lies
+    in one group and the scale can multiply the fp32 dot result. Tile kernel: when no such
+    block exists (group size not a multiple of 16) it scales each element instead; decode
+    kernel: the 16-row tile kernel takes over (it needs BLOCK_K | group)."""
+    if cfg.kernel == "dequant_torch" or group_size >= k:
         return cfg
     bk = cfg.block_k
     while bk > 16 and group_size % bk:
         bk //= 2
-    return cfg.replace(block_k=bk) if group_size % bk == 0 else cfg
+    if group_size % bk == 0:
+        return cfg.replace(block_k=bk)
+    if cfg.kernel == "decode":
+        return A16Config("tile", cfg.max_m, block_m=16, block_n=64, block_k=64, num_stages=4)
+    return cfg
 
 
 def select_a16_config(m: int, n: int, k: int, group_size: int, table: tuple[A16Config, ...],
                       n_sm: int) -> A16Config:
-    """The table row for M, with split_k resolved and BLOCK_K fitted to the group size."""
+    """The table row for M, with split_k resolved and BLOCK_K fitted to the group size.
+    The decode kernel never splits K (one launch per linear, no atomics)."""
     cfg = next(row for row in table if row.max_m is None or m <= row.max_m)
     cfg = _fit_block_k(cfg, group_size, k)
-    if cfg.kernel != "dequant_torch" and cfg.split_k is None:
+    if cfg.kernel == "decode":
+        return cfg.replace(split_k=1)
+    if cfg.kernel == "tile" and cfg.split_k is None:
         cfg = cfg.replace(split_k=_auto_split_k(m, n, k, cfg, n_sm))
     return cfg
 
@@ -88,8 +105,8 @@ def dequant_matmul(x: torch.Tensor, w_packed: torch.Tensor, scales: torch.Tensor
     w_packed int32 [N, ceil(K*bits/32)] (compressed-tensors layout, bits 2/4/8); scales
     [N, ceil(K/group_size)] (per-channel: [N, 1] with group_size >= K); zeros int [N, groups]
     or None (dequant = (q - zeros) * scales); bias [N] or None.
-    Small M: decode kernel; larger M: tile kernel; past the crossover: dequantize + torch
-    matmul. Without Triton (CPU, no interpreter): the plain-torch twin.
+    M <= 16: GEMV kernel; larger M: tile kernel; past the crossover, and for fp32 x:
+    dequantize + torch matmul. Without Triton (CPU, no interpreter): the plain-torch twin.
     """
     m, n, k = check_dequant_matmul_args(x, w_packed, scales, zeros, bits, group_size, bias)
     if not triton_runs_on(x.device):
@@ -98,9 +115,11 @@ def dequant_matmul(x: torch.Tensor, w_packed: torch.Tensor, scales: torch.Tensor
     from .dequant import dequant_weight
     from .dequant_matmul import dequant_matmul_decode, dequant_matmul_tile
     cfg = a16_config_for(x, n, group_size)
-    if cfg.kernel == "decode":
+    # fp32 activations: no fp32 tensor-core path worth having (an FMA dot spills); the
+    # dequantized weight and torch's matmul (TF32 if the user allows it) are the fast route
+    if cfg.kernel == "decode" and x.dtype != torch.float32:
         return dequant_matmul_decode(x, w_packed, scales, zeros, bits, group_size, bias, cfg=cfg)
-    if cfg.kernel == "tile":
+    if cfg.kernel == "tile" and x.dtype != torch.float32:
         return dequant_matmul_tile(x, w_packed, scales, zeros, bits, group_size, bias, cfg=cfg)
     w = dequant_weight(w_packed, scales, zeros, bits, group_size, k, dtype=x.dtype)
     return F.linear(x, w, None if bias is None else bias.to(x.dtype))
@@ -122,44 +141,21 @@ def _quant_warps(k: int) -> int:
     return min(16, max(4, (1 << max(0, k - 1).bit_length()) // 1024))
 
 
-@torch.library.custom_op("qrt::quant_per_token", mutates_args=())
-def _quant_per_token_op(x: torch.Tensor, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    from . import act_quant as _act_quant  # triton only when a kernel runs
-    return _act_quant.quant_rows(x, symmetric, num_warps=_quant_warps(x.shape[1]))
-
-
-@torch.library.custom_op("qrt::quant_static", mutates_args=())
-def _quant_static_op(x: torch.Tensor, input_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    from . import act_quant as _act_quant
-    q, scale, _ = _act_quant.quant_rows(x, True, input_scale, num_warps=_quant_warps(x.shape[1]))
-    return q, scale
-
-
-@_quant_per_token_op.register_fake
-def _(x, symmetric):
-    m, k = x.shape
-    return (x.new_empty((m, k), dtype=torch.int8), x.new_empty(m, dtype=torch.float32),
-            x.new_empty(m, dtype=torch.int32))
-
-
-@_quant_static_op.register_fake
-def _(x, input_scale):
-    m, k = x.shape
-    return x.new_empty((m, k), dtype=torch.int8), x.new_empty(m, dtype=torch.float32)
-
-
 def quant_per_token(x: torch.Tensor, symmetric: bool = True
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Dynamic per-token int8: x [M, K] -> (q int8 [M, K], scale fp32 [M], zp int32 [M] or
     None when symmetric). Zero rows: scale 0, q 0. Rows with inf/NaN: scale NaN, q 0."""
-    q, scale, zp = _quant_per_token_op(x, symmetric)
+    from .act_quant import quant_rows  # triton only when a kernel runs
+    q, scale, zp = quant_rows(x, symmetric, num_warps=_quant_warps(x.shape[1]))
     return q, scale, None if symmetric else zp
 
 
 def quant_static(x: torch.Tensor, input_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Static per-tensor int8: x [M, K], input_scale fp32 [1] -> (q int8 [M, K], per-row
     scale fp32 [M]: input_scale, or NaN for rows holding inf/NaN)."""
-    return _quant_static_op(x, input_scale)
+    from .act_quant import quant_rows
+    q, scale, _ = quant_rows(x, True, input_scale, num_warps=_quant_warps(x.shape[1]))
+    return q, scale
 
 
 def _a8_gemm_config(m: int, group_size: int) -> dict:
@@ -177,19 +173,12 @@ def _a8_gemm_config(m: int, group_size: int) -> dict:
     return cfg
 
 
-@torch.library.custom_op("qrt::a8_matmul", mutates_args=())
-def _a8_matmul_op(xq: torch.Tensor, sx: torch.Tensor, x_zp: torch.Tensor | None, w: torch.Tensor,
-                  w_scales: torch.Tensor, w_sums: torch.Tensor | None, bias: torch.Tensor | None,
-                  w_bits: int, group_size: int, out_dtype: torch.dtype) -> torch.Tensor:
-    from . import int8_matmul as _int8_matmul
-    return _int8_matmul.a8_matmul(xq, sx, w, w_scales, w_bits=w_bits, group_size=group_size,
-                                  bias=bias, out_dtype=out_dtype, x_zp=x_zp, w_sums=w_sums,
-                                  **_a8_gemm_config(xq.shape[0], group_size))
-
-
-@_a8_matmul_op.register_fake
-def _(xq, sx, x_zp, w, w_scales, w_sums, bias, w_bits, group_size, out_dtype):
-    return xq.new_empty((xq.shape[0], w.shape[0]), dtype=out_dtype)
+def _a8_matmul(xq, sx, x_zp, w, w_scales, w_sums, bias, w_bits: int, group_size: int,
+               out_dtype: torch.dtype) -> torch.Tensor:
+    from .int8_matmul import a8_matmul
+    return a8_matmul(xq, sx, w, w_scales, w_bits=w_bits, group_size=group_size, bias=bias,
+                     out_dtype=out_dtype, x_zp=x_zp, w_sums=w_sums,
+                     **_a8_gemm_config(xq.shape[0], group_size))
 
 
 def _group_or_channel(group_size: int, k: int) -> int:
@@ -204,7 +193,7 @@ def int8_matmul(xq: torch.Tensor, sx: torch.Tensor, wq: torch.Tensor, sw: torch.
     scale sw fp32 [N] or [N, 1]) -> y [M, N] out_dtype, + bias [N]. Asymmetric tokens:
     x_zp int32 [M] with w_sums int32 [N, 1] = wq.sum(1)."""
     sw = sw.reshape(-1, 1).float().contiguous()
-    return _a8_matmul_op(xq, sx, x_zp, wq, sw, w_sums, bias, 8, 0, out_dtype)
+    return _a8_matmul(xq, sx, x_zp, wq, sw, w_sums, bias, 8, 0, out_dtype)
 
 
 def w4a8_matmul(xq: torch.Tensor, sx: torch.Tensor, w_packed: torch.Tensor, w_scales: torch.Tensor,
@@ -214,24 +203,15 @@ def w4a8_matmul(xq: torch.Tensor, sx: torch.Tensor, w_packed: torch.Tensor, w_sc
     compressed-tensors layout (LSB first, stored q + 8); w_scales fp32 [N, ceil(K/group_size)]
     (group_size a multiple of 16; >= K or 0 means per channel) -> y [M, N] out_dtype."""
     gs = _group_or_channel(group_size, xq.shape[1])
-    return _a8_matmul_op(xq, sx, x_zp, w_packed, w_scales.float().contiguous(), w_sums, bias, 4, gs,
+    return _a8_matmul(xq, sx, x_zp, w_packed, w_scales.float().contiguous(), w_sums, bias, 4, gs,
                          out_dtype)
 
 
-@torch.library.custom_op("qrt::a8_gemv", mutates_args=())
-def _a8_gemv_op(x: torch.Tensor, input_scale: torch.Tensor | None, w: torch.Tensor,
-                w_scales: torch.Tensor, bias: torch.Tensor | None, w_bits: int, group_size: int,
-                symmetric: bool) -> torch.Tensor:
+def _a8_gemv(x, input_scale, w, w_scales, bias, w_bits: int, group_size: int, symmetric: bool):
     block_k = math.gcd(128, group_size) if group_size else 256
-    from . import int8_gemv as _int8_gemv
-    return _int8_gemv.a8_gemv(x, w, w_scales, w_bits=w_bits, group_size=group_size, bias=bias,
-                              symmetric=symmetric, input_scale=input_scale, block_n=16,
-                              block_k=block_k, num_warps=4)
-
-
-@_a8_gemv_op.register_fake
-def _(x, input_scale, w, w_scales, bias, w_bits, group_size, symmetric):
-    return x.new_empty((x.shape[0], w.shape[0]))
+    from .int8_gemv import a8_gemv as _launch
+    return _launch(x, w, w_scales, w_bits=w_bits, group_size=group_size, bias=bias,
+                   symmetric=symmetric, input_scale=input_scale, block_n=16, block_k=block_k, num_warps=4)
 
 
 def a8_gemv(x: torch.Tensor, w: torch.Tensor, w_scales: torch.Tensor, *, w_bits: int, group_size: int,
@@ -240,7 +220,7 @@ def a8_gemv(x: torch.Tensor, w: torch.Tensor, w_scales: torch.Tensor, *, w_bits:
     """Small-M fused path: quantize x [M, K] per token (or with input_scale fp32 [1]) and
     multiply by int8 [N, K] / packed int4 [N, ceil(K/8)] weights in one launch -> [M, N]."""
     gs = _group_or_channel(group_size, x.shape[1])
-    return _a8_gemv_op(x, input_scale, w, w_scales, bias, w_bits, gs, symmetric)
+    return _a8_gemv(x, input_scale, w, w_scales, bias, w_bits, gs, symmetric)
 
 
 def a8_linear(x: torch.Tensor, w: torch.Tensor, w_scales: torch.Tensor, *, w_bits: int,
@@ -251,11 +231,11 @@ def a8_linear(x: torch.Tensor, w: torch.Tensor, w_scales: torch.Tensor, *, w_bit
     x = x if x.stride(-1) == 1 else x.contiguous()
     gs = _group_or_channel(group_size, x.shape[1])
     if x.shape[0] <= A8_GEMV_MAX_M:
-        return _a8_gemv_op(x, input_scale, w, w_scales, bias, w_bits, gs, symmetric)
+        return _a8_gemv(x, input_scale, w, w_scales, bias, w_bits, gs, symmetric)
     if input_scale is not None:
         xq, sx = quant_static(x, input_scale)
         x_zp = None
     else:
         xq, sx, x_zp = quant_per_token(x, symmetric)
-    return _a8_matmul_op(xq, sx, x_zp, w, w_scales, w_sums if x_zp is not None else None, bias,
+    return _a8_matmul(xq, sx, x_zp, w, w_scales, w_sums if x_zp is not None else None, bias,
                          w_bits, gs, x.dtype)

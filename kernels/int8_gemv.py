@@ -18,7 +18,9 @@ import triton
 import triton.language as tl
 
 from .act_quant import quantize_block, row_stats_looped, static_qparams, token_qparams
-from .int8_matmul import check_a8_weights, load_int_weights
+from .arg_checks import check_a8_weights
+from .int8_matmul import load_int_weights
+from .launch import launch
 
 
 @triton.jit
@@ -103,11 +105,11 @@ def a8_gemv(x: torch.Tensor, w: torch.Tensor, w_scales: torch.Tensor, *, w_bits:
     if m == 0 or n == 0:
         return y
     grid = (triton.cdiv(n, block_n),)
-    _a8_gemv_kernel[grid](
+    launch(_a8_gemv_kernel, grid, (
         x, input_scale if input_scale is not None else w_scales, w, w_scales,
         bias if bias is not None else w_scales, y,
         m, n, k, w_scales.shape[1],
-        x.stride(0), w.stride(0), w.stride(1), y.stride(0),
+        x.stride(0), w.stride(0), w.stride(1), y.stride(0)),
         W_BITS=w_bits, GROUP_SIZE=group_size, SYMMETRIC=symmetric, STATIC=input_scale is not None,
         HAS_BIAS=bias is not None, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps,
         enable_fp_fusion=False)  # quantization must round exactly as act_quant does

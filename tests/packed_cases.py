@@ -1,7 +1,7 @@
 """Random packed weights for the WxA16 kernel tests, and the float64 math they are judged by.
 
 The float64 reference is built from the integers directly (per-column group lookup by
-index, packing by qrt.quantize.packing, checked bit-exact against compressed-tensors), so
+index, packing by qrt.numerics.packing, checked bit-exact against compressed-tensors), so
 it shares no code with the twin's unpack/repeat_interleave path.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from qrt.quantize.packing import pack_int32
+from qrt.numerics.packing import pack_int32
 
 FP32_UNIT = 2.0 ** -24
 UNIT_ROUNDOFF = {torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8, torch.float32: 2.0 ** -24}

@@ -27,8 +27,8 @@ def load_for_generation(model, device=None, trust_remote_code=False):
     import torch
     from transformers import AutoTokenizer
 
-    from qrt.hub import load_fp_model, resolve_model_dir
-    from qrt.loader import load_quantized
+    from qrt.hub.load import load_quantized
+    from qrt.hub.resolve import load_fp_model, resolve_model_dir
     root = resolve_model_dir(model)
     if "quantization_config" in json.loads((root / "config.json").read_text()):
         m = load_quantized(root, device=device, trust_remote_code=trust_remote_code)

@@ -13,8 +13,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from qrt.hub import resolve_model_dir
-    from qrt.inspect_ckpt import checkpoint_info
+    from qrt.checkpoint.info import checkpoint_info
+    from qrt.hub.resolve import resolve_model_dir
     ci = checkpoint_info(resolve_model_dir(args.path))
     if not args.summary:
         print(f"{'layer':<48} {'bits':>4} {'group':>7} {'out x in':>13} {'MB':>8}")

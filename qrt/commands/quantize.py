@@ -66,9 +66,10 @@ def scheme_from_args(args):
 def run(args) -> int:
     import logging
 
-    from qrt.hub import load_fp_model
-    from qrt.inspect_ckpt import checkpoint_info
-    from qrt.loader import quantize_model, save_quantized
+    from qrt.checkpoint.info import checkpoint_info
+    from qrt.checkpoint.save import save_quantized
+    from qrt.hub.resolve import load_fp_model
+    from qrt.quantize.rtn import quantize_model
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     scheme = scheme_from_args(args)
     model, tok = load_fp_model(args.model, trust_remote_code=args.trust_remote_code)
@@ -87,7 +88,7 @@ def run(args) -> int:
 
 
 def run_gptq(model, tok, scheme, args) -> None:
-    from qrt.quantize.calibration import gptq_quantize_model
+    from qrt.quantize.gptq_model import gptq_quantize_model
     if tok is None:
         raise SystemExit(f"--method gptq: {args.model} has no tokenizer files; GPTQ needs one to "
                          "tokenize the calibration text")

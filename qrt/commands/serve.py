@@ -37,7 +37,6 @@ def run(args) -> int:
                           max_waiting=args.max_waiting, max_batch_tokens=args.max_batch_tokens,
                           page_size=args.page_size, kv_cache_mb=args.kv_cache_mb, prefix_caching=args.prefix_caching,
                           num_threads=args.num_threads, batch_invariant=args.batch_invariant)
-    run_server(args.model, args.host, args.port, quantize=args.quantize, config=config,
-               served_model_name=args.served_model_name, default_max_tokens=args.default_max_tokens,
-               graceful_timeout=args.graceful_timeout, log_level=args.log_level)
-    return 0
+    return run_server(args.model, args.host, args.port, quantize=args.quantize, config=config,
+                      served_model_name=args.served_model_name, default_max_tokens=args.default_max_tokens,
+                      graceful_timeout=args.graceful_timeout, log_level=args.log_level)

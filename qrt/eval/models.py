@@ -8,7 +8,7 @@ import os
 
 import torch
 
-from qrt.hub import load_fp_model, resolve_model_dir
+from qrt.hub.resolve import load_fp_model, resolve_model_dir
 
 
 def load_for_eval(name_or_path: "str | os.PathLike", device: str | None = None, dtype: str | None = None):
@@ -20,7 +20,7 @@ def load_for_eval(name_or_path: "str | os.PathLike", device: str | None = None, 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     config = json.loads((root / "config.json").read_text())
     if config.get("quantization_config") is not None:
-        from qrt.loader import load_quantized
+        from qrt.hub.load import load_quantized
         model = load_quantized(root, device=device, dtype=dtype, progress=False)
         tok = AutoTokenizer.from_pretrained(root)
         kind = f"quantized checkpoint ({config['quantization_config'].get('quant_method')})"

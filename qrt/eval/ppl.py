@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from qrt.eval.data import EVAL_TEXT, gptq_eval_text, read_text, resolve_text_path
+from qrt.data.text import EVAL_TEXT, gptq_eval_text, read_text, resolve_text_path
+from qrt.data.windows import model_context
 
 MAX_WINDOW = 2048
 
@@ -35,16 +36,6 @@ class PerplexityResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def model_context(model) -> int | None:
-    """The model's maximum sequence length from its config, if it states one."""
-    cfg = getattr(model, "config", None)
-    for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
-        v = getattr(cfg, key, None)
-        if isinstance(v, int) and v > 0:
-            return v
-    return None
 
 
 def eval_window_len(model, window: int | None = None) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from qrt.formats.unsigned import GetTensor, expect_tensor, unsigned_layer_to_buffers
-from qrt.quantize.packing import pack_int32
+from qrt.numerics.packing import pack_int32
 from qrt.schemes import QuantScheme
 
 # nibble i of a word holds column AWQ_ORDER[i] of the word's block of 8

@@ -14,31 +14,15 @@ QuantLinear always holds `weight_packed`; for 8 bits the packed words are the sa
 """
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 
 import torch
 
 from qrt.formats.ct_config import INT_QUANTIZED, NAIVE_QUANTIZED, find_group, group_format, scheme_from_group
-from qrt.quantize.packing import pack_int32, packed_words, unpack_int32
+from qrt.numerics.packing import int8_to_packed8, pack_int32, packed8_to_int8, packed_words, unpack_int32
 from qrt.schemes import SCALE_DTYPES, QuantScheme
 
 _FLOAT_DTYPES = tuple(SCALE_DTYPES.values())
-
-
-# -- 8-bit words <-> int8 -----------------------------------------------------------------------
-def packed8_to_int8(packed: torch.Tensor, n: int) -> torch.Tensor:
-    """int32 [rows, ceil(n/4)] 8-bit packed words -> int8 q [rows, n]."""
-    if sys.byteorder == "little" and n % 4 == 0:
-        return (packed.contiguous().view(torch.uint8) ^ 0x80).view(torch.int8)
-    return unpack_int32(packed, 8, n)
-
-
-def int8_to_packed8(q: torch.Tensor) -> torch.Tensor:
-    """int8 q [rows, n] -> int32 [rows, ceil(n/4)] in the pack-quantized layout."""
-    if sys.byteorder == "little" and q.shape[-1] % 4 == 0:
-        return (q.contiguous().view(torch.uint8) ^ 0x80).view(torch.int32)
-    return pack_int32(q, 8)
 
 
 # -- writing ------------------------------------------------------------------------------------

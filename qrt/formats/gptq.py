@@ -21,9 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from qrt.formats.unsigned import (GetTensor, expect_tensor, optional_tensor,
-                                  unsigned_layer_to_buffers)
-from qrt.quantize.packing import packed_words, unpack_int32
+from qrt.formats.unsigned import GetTensor, expect_tensor, optional_tensor, unsigned_layer_to_buffers
+from qrt.numerics.packing import packed_words, unpack_int32
 from qrt.schemes import QuantScheme
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from safetensors import SafetensorError
 
-from qrt.quantize.packing import pack_int32, packed_words
+from qrt.numerics.packing import pack_int32, packed_words
 from qrt.schemes import SCALE_DTYPES, QuantScheme
 
 GetTensor = Callable[[str], torch.Tensor]

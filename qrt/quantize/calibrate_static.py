@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from qrt.modules import QuantLinear
 from qrt.quantize.observers import Observer, ObserverConfig, make_observer
+from qrt.runtime.linear import QuantLinear
 
 
 def static_layers(model: nn.Module) -> dict[str, QuantLinear]:

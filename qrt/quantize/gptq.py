@@ -28,8 +28,8 @@ import warnings
 
 import torch
 
-from qrt.quantize.primitives import QuantizedWeight, check_finite, compute_qparams, expand_groups
-from qrt.quantize.primitives import quantize_weight as rtn_quantize_weight
+from qrt.numerics.quant import QuantizedWeight, check_finite, compute_qparams, expand_groups
+from qrt.numerics.quant import quantize_weight as rtn_quantize_weight
 from qrt.schemes import ACTORDERS, QuantScheme
 
 SPARSITY_THRESHOLD = 0.05  # >= 5% exact zeros: treat the weight as pruned, keep its zeros
@@ -211,7 +211,7 @@ def gptq_quantize_weight(w: torch.Tensor, hessian: torch.Tensor, scheme: QuantSc
     scale dtype (else w's), zero [out, n_groups] or None, and g_idx int32 [in] for
     actorder "group" (None otherwise). `QuantLinear.from_quantized(qw, scheme.replace(
     actorder=actorder), bias, dtype)` packs it. A Hessian that is not positive definite
-    after dampening -> GPTQFallbackWarning and RTN (`primitives.quantize_weight`).
+    after dampening -> GPTQFallbackWarning and RTN (`qrt.numerics.quant.quantize_weight`).
     """
     _check_args(w, hessian, scheme, block_size, percdamp, actorder, static_groups)
     static = scheme.strategy != "group" or actorder == "weight" or bool(static_groups)

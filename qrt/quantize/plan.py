@@ -1,14 +1,14 @@
 """Which Linear layers a method (GPTQ, QAT) quantizes, and with which per-layer scheme:
-the conventions of qrt.quantize_model (qrt.convert), so every method saves the same way."""
+the conventions of qrt.quantize_model (qrt.quantize.rtn), so every method saves the same way."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from torch import nn
 
-from qrt.convert import layer_scheme, tied_output_embedding
+from qrt.formats.targets import iter_targets
+from qrt.quantize.rtn import layer_scheme, tied_output_embedding
 from qrt.schemes import QuantScheme
-from qrt.targets import iter_targets
 
 
 def plan_layers(model: nn.Module, scheme: QuantScheme, targets: Sequence[str] = ("Linear",),

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import torch
 from transformers import AttentionInterface
-from transformers.generation.continuous_batching.cache import PagedAttentionCache
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from qrt.serve.cb_compat import PagedAttentionCache
 
 NAME = "qrt_paged"
 

@@ -14,7 +14,7 @@ from qrt.serve.outputs import RequestOutput
 from qrt.serve.protocol import error_body
 from qrt.serve.responses import ResponseFormat, sse
 
-DISCONNECT_POLL_S = 0.2  # how often a non-streaming request checks that its client is still there
+DISCONNECT_POLL_S = 0.2  # how often a waiting request checks that its client and the engine are still there
 
 
 class HTTPError(Exception):
@@ -82,7 +82,7 @@ class GenerationHandler:
                     if out.finished:
                         return self._record(out) if out.outputs[0].finish_reason != "abort" else None
                 except asyncio.TimeoutError:
-                    pass
+                    self._check_engine(rid)
                 if time.monotonic() >= next_check:  # whether tokens flow or not
                     next_check = time.monotonic() + DISCONNECT_POLL_S
                     if await request.is_disconnected():
@@ -100,7 +100,15 @@ class GenerationHandler:
             if first is not None:
                 yield sse(first)
             while out is None or not out.finished:
-                out = await outputs.next()
+                try:
+                    out = await asyncio.wait_for(outputs.next(), timeout=DISCONNECT_POLL_S)
+                except asyncio.TimeoutError:
+                    try:
+                        self._check_engine(rid)
+                    except HTTPError as e:
+                        yield sse(error_body(e.message, None, e.kind, e.status))
+                        break
+                    continue
                 c = out.outputs[0]
                 if c.finish_reason == "error":
                     yield sse(error_body(f"generation failed: {out.error}", None, "server_error", 500))
@@ -117,6 +125,12 @@ class GenerationHandler:
                 self.metrics.record("abort")
             else:
                 self._record(out)
+
+    def _check_engine(self, rid: str) -> None:
+        """HTTPError 503 (after aborting the request) if the engine can no longer finish it."""
+        if self.engine.is_dead():
+            self.engine.abort(rid)
+            raise HTTPError(503, f"engine unavailable: {self.engine.health()}", None, "service_unavailable")
 
     def _record(self, out: RequestOutput) -> RequestOutput:
         m = out.metrics

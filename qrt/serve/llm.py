@@ -12,11 +12,16 @@ from collections.abc import Sequence
 from tqdm.auto import tqdm
 
 from qrt.serve.config import EngineConfig
-from qrt.serve.engine import Engine
+from qrt.serve.engine import Engine, EngineDeadError
 from qrt.serve.outputs import RequestOutput
 from qrt.serve.sampling import SamplingParams
 
 Prompt = "str | list[int]"
+LIVENESS_POLL_S = 0.25  # how often a waiting generate() checks that the engine can still finish its requests
+
+
+class GenerationError(RuntimeError):
+    """A request failed inside the engine (its cause is in the message); the others were aborted."""
 
 
 class LLM:
@@ -34,7 +39,7 @@ class LLM:
         elif tokenizer is None:
             raise ValueError("tokenizer: expected a tokenizer when model is an nn.Module, found None")
         elif quantize is not None:
-            from qrt.loader import quantize_model
+            from qrt.quantize.rtn import quantize_model
             quantize_model(model, quantize, progress=False)
         self.tokenizer = tokenizer
         self.engine = Engine(model, tokenizer, config or EngineConfig(**config_kwargs))
@@ -54,24 +59,38 @@ class LLM:
         for ids, sp in zip(encoded, params):
             self.engine.check_prompt(ids, sp)  # fail before anything is queued
         results: list[RequestOutput | None] = [None] * len(prompts)
-        done = threading.Semaphore(0)
-        if not self.engine.is_running:
-            self.engine.start()
+        done, errors = threading.Semaphore(0), []
+        self.engine.start()
         bar = tqdm(total=len(prompts), desc="Generating", unit="req", disable=not use_tqdm)
         pending = list(range(len(prompts)))[::-1]
+        rids: list[str] = []
         in_flight = 0
         limit = self.engine.config.max_num_seqs + self.engine.config.max_waiting
-        while pending or in_flight:
-            while pending and in_flight < limit:  # stay under the engine's admission bound
-                i = pending.pop()
-                self.engine.add_request(encoded[i], params[i], _collect(results, i, done),
-                                        prompt=prompts[i] if isinstance(prompts[i], str) else None)
-                in_flight += 1
-            done.acquire()
-            in_flight -= 1
-            bar.update(1)
-        bar.close()
+        try:
+            while pending or in_flight:
+                while pending and in_flight < limit:  # stay under the engine's admission bound
+                    i = pending.pop()
+                    rids.append(self.engine.add_request(encoded[i], params[i], _collect(results, i, done, errors),
+                                                        prompt=prompts[i] if isinstance(prompts[i], str) else None))
+                    in_flight += 1
+                self._wait_one(done)
+                in_flight -= 1
+                bar.update(1)
+                if errors:  # a request failed, or was aborted under us (the engine stopped)
+                    cause = errors[0].error or f"the request was aborted ({self.engine.health() or 'engine stopped'})"
+                    raise GenerationError(f"generation failed: {cause}")
+        finally:
+            bar.close()
+            if pending or in_flight:  # leaving early (an error, or KeyboardInterrupt): free the engine
+                for rid in rids:
+                    self.engine.abort(rid)
         return results
+
+    def _wait_one(self, done: threading.Semaphore) -> None:
+        """Block until one more request finishes; EngineDeadError as soon as the engine can no longer finish any."""
+        while not done.acquire(timeout=LIVENESS_POLL_S):
+            if self.engine.is_dead():
+                raise EngineDeadError(f"the engine stopped before the requests finished: {self.engine.health()}")
 
     def _encode(self, prompt) -> list[int]:
         if isinstance(prompt, str):
@@ -84,9 +103,11 @@ class LLM:
         self.engine.stop()
 
 
-def _collect(results: list, i: int, done: threading.Semaphore):
+def _collect(results: list, i: int, done: threading.Semaphore, errors: list):
     def sink(out: RequestOutput) -> None:
         if out.finished:
             results[i] = out
+            if out.outputs[0].finish_reason in ("error", "abort"):
+                errors.append(out)
             done.release()
     return sink

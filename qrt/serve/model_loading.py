@@ -14,18 +14,18 @@ def load_for_serving(model_or_dir: str, quantize: str | None = None, dtype: torc
                      device: str = "cpu") -> tuple[nn.Module, object]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from qrt.hub import resolve_model_dir
+    from qrt.hub.resolve import resolve_model_dir
     root = resolve_model_dir(model_or_dir)
     config = json.loads((root / "config.json").read_text())
     if config.get("quantization_config") is not None:
         if quantize is not None:
             raise ValueError(f"quantize: {root} is already quantized; expected quantize=None, found {quantize!r}")
-        from qrt.loader import load_quantized
+        from qrt.hub.load import load_quantized
         model = load_quantized(root, device=device, dtype=dtype, progress=False)
     else:
         model = AutoModelForCausalLM.from_pretrained(root, dtype=dtype).to(device)
         if quantize is not None:
-            from qrt.loader import quantize_model
+            from qrt.quantize.rtn import quantize_model
             quantize_model(model, quantize, progress=False)
     tokenizer = AutoTokenizer.from_pretrained(root)
     return model.eval(), tokenizer

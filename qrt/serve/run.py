@@ -1,7 +1,9 @@
 """Start the HTTP server: load the model, build the app, run uvicorn until SIGINT/SIGTERM.
 
 On SIGTERM uvicorn stops accepting connections, lets in-flight requests finish (up to
-`graceful_timeout` seconds), then the app's lifespan stops the engine.
+`graceful_timeout` seconds), then the app's lifespan stops the engine. If the engine gives up
+(its generation loop keeps dying), the server shuts down and `run_server` returns exit status 1,
+so a supervisor (systemd, Kubernetes) restarts the process.
 """
 from __future__ import annotations
 
@@ -15,9 +17,8 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def run_server(model_or_dir: str = "smollm2", host: str = "127.0.0.1", port: int = 8000,
                quantize: str | None = None, config: EngineConfig | None = None, served_model_name: str | None = None,
-               default_max_tokens: int = 16, graceful_timeout: float = 30.0, log_level: str = "info") -> None:
-    import uvicorn
-
+               default_max_tokens: int = 16, graceful_timeout: float = 30.0, log_level: str = "info") -> int:
+    """Serve until SIGINT/SIGTERM (returns 0) or until the engine gives up (returns 1)."""
     from qrt.serve.engine import Engine
     from qrt.serve.model_loading import load_for_serving, model_name
     from qrt.serve.server import build_app
@@ -29,11 +30,27 @@ def run_server(model_or_dir: str = "smollm2", host: str = "127.0.0.1", port: int
     app = build_app(engine, served_model_name or model_name(model_or_dir), default_max_tokens)
     if host not in LOOPBACK:
         logging.getLogger("qrt.serve").warning("listening on %s: the server has no authentication", host)
+    return serve_app(app, engine, host, port, graceful_timeout, log_level)
+
+
+def serve_app(app, engine, host: str, port: int, graceful_timeout: float = 30.0, log_level: str = "info") -> int:
+    """Run uvicorn on `app` until a signal (-> 0) or until `engine` gives up (-> 1)."""
+    import uvicorn
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                                           timeout_graceful_shutdown=graceful_timeout))
+    fatal: list[str] = []
+
+    def give_up(reason: str) -> None:
+        logging.getLogger("qrt.serve").error("shutting down: %s", reason)
+        fatal.append(reason)
+        server.should_exit = True
+    engine.on_fatal = give_up
     # uvicorn re-raises the signal it stopped on once it has drained; a no-op handler
     # underneath turns that into a normal return, so a SIGTERM'd server exits with status 0
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
-        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=graceful_timeout)
+        server.run()
     finally:
         signal.signal(signal.SIGTERM, previous)
     logging.getLogger("qrt.serve").info("server stopped")
+    return 1 if fatal else 0

@@ -11,9 +11,8 @@ sample from softmax(logits/T) (the Gumbel-max trick), so:
 from __future__ import annotations
 
 import torch
-from transformers.generation.continuous_batching.cb_logits_processors import (
-    ContinuousBatchingLogitsProcessor,
-)
+
+from qrt.serve.cb_compat import ContinuousBatchingLogitsProcessor
 
 from qrt.engine.sampler import RowParams, apply_top_k_top_p, gumbel_noise, sample_row  # noqa: F401
 

@@ -3,8 +3,8 @@
 Endpoints: POST /v1/completions, POST /v1/chat/completions (SSE when "stream": true),
 GET /v1/models, /health, /metrics (Prometheus text).
 Errors: 400 for an invalid body (the message names the field), 429 when the engine's
-queue is full, 503 while shutting down, 500 when the engine failed a request; none of them
-stops the server. A client that goes away aborts its request (freeing its KV blocks).
+queue is full, 503 while shutting down or while the engine is down, 500 when the engine failed
+a request; none of them stops the server. /health answers 503 while the engine cannot serve. A client that goes away aborts its request (freeing its KV blocks).
 """
 from __future__ import annotations
 
@@ -65,8 +65,9 @@ def _add_error_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
 def _add_info_routes(app: FastAPI, engine: Engine, metrics: ServerMetrics, model_name: str) -> None:
     @app.get("/health")
     async def health():
-        if engine._stopping:
-            return JSONResponse({"status": "shutting down"}, status_code=503)
+        problem = engine.health()
+        if problem is not None:
+            return JSONResponse({"status": "unhealthy", "reason": problem}, status_code=503)
         return {"status": "ok"}
 
     @app.get("/metrics")

@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from qrt.cli import main
-from qrt.eval.data import EVAL_TEXT, gptq_eval_text, read_text, resolve_text_path, wikitext_rows
+from qrt.data.text import EVAL_TEXT, gptq_eval_text, read_text, resolve_text_path, wikitext_rows
 from qrt.eval.ppl import eval_window_len, perplexity, tokenize_eval_text
 
 TEXT = " = Title = \n \n Some text , with @-@ tokens .\n \n" + " More words follow here .\n" * 60
@@ -21,7 +21,7 @@ def test_rows_follow_the_wikitext_dataset():
 
 def test_default_eval_text_is_the_canonical_test_split():
     data = read_text(resolve_text_path(None, EVAL_TEXT)).encode("utf-8")
-    # sha256 of WikiText-2 raw wiki.test.raw as distributed (qrt/eval/data/README.md)
+    # sha256 of WikiText-2 raw wiki.test.raw as distributed (qrt/data/README.md)
     assert hashlib.sha256(data).hexdigest() == "173c87a53759e0201f33e0ccf978e510c2042d7f2cb78229d9a50d79b9e7dd08"
 
 

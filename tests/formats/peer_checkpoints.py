@@ -84,8 +84,8 @@ def write_awq_checkpoint(out: Path, family: str, seed: int, group_size: int) -> 
 def dequantize_in_place(model: torch.nn.Module) -> torch.nn.Module:
     """Swap every QuantLinear for an nn.Linear holding its dequantized weight (its own
     dtype) and bias: the loaded model with the reading checked and the kernels taken out."""
-    from qrt.modules import QuantLinear
-    from qrt.targets import set_submodule
+    from qrt.formats.targets import set_submodule
+    from qrt.runtime.linear import QuantLinear
 
     for name, layer in [(n, m) for n, m in model.named_modules() if isinstance(m, QuantLinear)]:
         dense = torch.nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from qrt.modules import QuantLinear
+from qrt.runtime.linear import QuantLinear
 
 
 def _pack_rows_autogptq(vals: np.ndarray, bits: int) -> np.ndarray:

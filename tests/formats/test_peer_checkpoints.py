@@ -7,7 +7,7 @@ import torch
 from peer_checkpoints import dequantize_in_place, write_awq_checkpoint, write_gptq_checkpoint
 
 import qrt
-from qrt.modules import QuantLinear
+from qrt.runtime.linear import QuantLinear
 
 # Reading: the loaded model with its QuantLinears swapped for their dequantized weights has
 # bit-identical weights (checked), so its logits differ from the reference only by float32

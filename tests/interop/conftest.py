@@ -1,8 +1,8 @@
 """llmcompressor-made checkpoints, built once per test session in a subprocess.
 
 llmcompressor pins its own transformers and compressed-tensors, so it lives in a separate
-environment: set QRT_LLMCOMPRESSOR_PYTHON to that environment's python (created with
-`python -m venv --system-site-packages V && V/bin/pip install llmcompressor==0.14.0.1`).
+environment: set QRT_LLMCOMPRESSOR_PYTHON to that environment's python (`bash scripts/setup.sh
+--llmcompressor` creates .venv-llmc through constraints-llmc.txt; scripts/test.sh sets the variable).
 Without it the current interpreter is used if it can import llmcompressor; otherwise the
 tests that need the checkpoints fail, saying so.
 """

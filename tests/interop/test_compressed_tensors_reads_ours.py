@@ -19,11 +19,10 @@ import torch
 from compressed_tensors.compressors import ModelCompressor
 from compressed_tensors.quantization import QuantizationConfig, apply_quantization_config
 from safetensors.torch import load_file
-from transformers import (AutoConfig, AutoModelForCausalLM, CompressedTensorsConfig, LlamaConfig,
-                          LlamaForCausalLM)
+from transformers import AutoConfig, AutoModelForCausalLM, CompressedTensorsConfig, LlamaConfig, LlamaForCausalLM
 
 import qrt
-from qrt.modules import QuantLinear
+from qrt.runtime.linear import QuantLinear
 
 
 def tiny_llama(hidden: int, intermediate: int, heads: int, kv_heads: int) -> LlamaForCausalLM:

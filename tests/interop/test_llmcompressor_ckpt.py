@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 import qrt
-from qrt.modules import QuantLinear
+from qrt.runtime.linear import QuantLinear
 
 # scheme: (bits, strategy, group_size, symmetric, has int8 activations)
 EXPECTED = {

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+import qrt_kernels.ops  # noqa: F401  (registers torch.ops.qrt.*)
 from qrt_kernels import dispatch
 from qrt_kernels.act_quant import MAX_SINGLE_BLOCK, quant_rows
 from qrt_kernels.reference import quant_rows_ref
@@ -101,9 +102,11 @@ def test_quant_dispatch_op_and_fake(rng_seed):
     x = _activations(5, 64)
     q, s, zp = dispatch.quant_per_token(x)
     assert zp is None and torch.equal(q, quant_rows_ref(x)[0])
+    q_op, s_op, zp_op = torch.ops.qrt.quant_per_token(x, True)
+    assert torch.equal(q_op, q) and torch.equal(s_op, s) and not zp_op.any()
     with torch._subclasses.fake_tensor.FakeTensorMode():
         fx = torch.empty(7, 64)
-        fq, fs, fz = dispatch.quant_per_token(fx, symmetric=False)
+        fq, fs, fz = torch.ops.qrt.quant_per_token(fx, False)
         assert fq.shape == (7, 64) and fq.dtype == torch.int8 and fs.shape == (7,) and fz.dtype == torch.int32
 
 

@@ -13,23 +13,24 @@ from qrt_kernels.reference import dequant_matmul_ref
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-@pytest.mark.parametrize("m, kernel", [(1, "decode"), (3, "decode"), (8, "decode"), (16, "tile"),
+@pytest.mark.parametrize("m, kernel", [(1, "decode"), (3, "decode"), (8, "decode"), (16, "decode"),
                                        (17, "tile"), (33, "tile"), (64, "tile"), (1024, "tile"),
                                        (1025, "dequant_torch"), (8192, "dequant_torch")])
 def test_default_table_kernel_by_m(m, kernel):
     cfg = dispatch.select_a16_config(m, 4096, 4096, 128, DEFAULT_A16_TABLE, n_sm=132)
     assert cfg.kernel == kernel
     if kernel == "decode":
-        assert cfg.block_m <= 8 and cfg.block_m >= min(m, 8)  # no 16-row tile at M=1
-        assert cfg.split_k >= 1
+        # one launch per linear: tokens padded to the MMA's 16 columns, K never split
+        assert cfg.block_m == 16 and cfg.split_k == 1
 
 
 def test_split_k_fills_the_gpu_only_when_needed():
     table = DEFAULT_A16_TABLE
-    # M=1 on 8192x8192: 128 column blocks cannot fill 132 SMs twice, K has 64 blocks to share
-    assert dispatch.select_a16_config(1, 8192, 8192, 128, table, n_sm=132).split_k > 1
-    # a short K leaves nothing to split; a wide grid needs no split
-    assert dispatch.select_a16_config(1, 8192, 256, 128, table, n_sm=132).split_k == 1
+    # tile kernel, M=32 on 8192x8192: 128 tiles cannot fill 132 SMs twice, K has 128 blocks to share
+    assert dispatch.select_a16_config(32, 8192, 8192, 128, table, n_sm=132).split_k > 1
+    # a short K leaves nothing to split; a wide grid needs no split; decode never splits
+    assert dispatch.select_a16_config(32, 8192, 256, 128, table, n_sm=132).split_k == 1
+    assert dispatch.select_a16_config(1, 8192, 8192, 128, table, n_sm=132).split_k == 1
     assert dispatch.select_a16_config(1024, 8192, 8192, 128, table, n_sm=132).split_k == 1  # 512 tiles
 
 
@@ -85,8 +86,8 @@ def test_cpu_without_triton_uses_the_twin(monkeypatch, rng_seed):
 
 
 def test_tuned_json_overrides_the_default(tmp_path, monkeypatch):
-    rows = [{"kernel": "decode", "max_m": 4, "block_m": 4, "block_n": 128, "block_k": 64, "split_k": 2},
-            {"kernel": "tile", "max_m": None, "block_m": 32, "block_n": 32, "block_k": 32}]
+    rows = [{"kernel": "decode", "max_m": 4, "block_m": 16, "block_n": 128, "block_k": 64},
+            {"kernel": "tile", "max_m": None, "block_m": 32, "block_n": 32, "block_k": 32, "split_k": 2}]
     (tmp_path / "tuned-nvidia-test-gpu-80gb.json").write_text(json.dumps({"a16": rows, "a8": []}))
     monkeypatch.setattr(a16_configs, "_TUNED_DIR", tmp_path)
     a16_configs.a16_table_for.cache_clear()
@@ -94,7 +95,8 @@ def test_tuned_json_overrides_the_default(tmp_path, monkeypatch):
         table = a16_configs.a16_table_for("NVIDIA Test-GPU 80GB")
         assert table == (A16Config(**rows[0]), A16Config(**rows[1]))
         assert a16_configs.a16_table_for("Other GPU") == DEFAULT_A16_TABLE
-        assert dispatch.select_a16_config(3, 64, 64, 64, table, n_sm=1).split_k == 2
+        assert dispatch.select_a16_config(3, 64, 64, 64, table, n_sm=1).block_n == 128
+        assert dispatch.select_a16_config(5, 64, 64, 64, table, n_sm=1).split_k == 2
     finally:
         a16_configs.a16_table_for.cache_clear()
 
@@ -103,6 +105,7 @@ def test_tuned_json_overrides_the_default(tmp_path, monkeypatch):
     ([{"kernel": "gemv", "max_m": None}], "A16Config.kernel: expected one of"),
     ([{"kernel": "tile", "max_m": None, "block_m": 8}], "blocks >= 16"),
     ([{"kernel": "decode", "max_m": None, "block_n": 48}], "block_n: expected a power of two, found 48"),
+    ([{"kernel": "decode", "max_m": None, "split_k": 2}], "split_k: expected 1 or None"),
     ([{"kernel": "decode", "max_m": 8}], "last row to have max_m None"),
     ([{"kernel": "decode", "max_m": 8}, {"kernel": "tile", "max_m": 4},
       {"kernel": "dequant_torch", "max_m": None}], r"strictly increasing max_m, found \[8, 4\]"),

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from qrt.quantize.packing import pack_int32
+import qrt_kernels.ops  # noqa: F401  (registers torch.ops.qrt.*)
+from qrt.numerics.packing import pack_int32
 from qrt_kernels import dispatch
 from qrt_kernels.int8_gemv import a8_gemv
 from qrt_kernels.int8_matmul import a8_matmul
@@ -151,9 +152,12 @@ def test_dispatch_a8_linear_by_m(m, rng_seed):
 
 def test_fake_shapes_and_bad_input():
     with torch._subclasses.fake_tensor.FakeTensorMode():
-        y = dispatch.a8_linear(torch.empty(9, 64, dtype=torch.float16), torch.empty(24, 8, dtype=torch.int32),
-                               torch.empty(24, 2), w_bits=4, group_size=32)
+        y = torch.ops.qrt.a8_linear(torch.empty(9, 64, dtype=torch.float16), torch.empty(24, 8, dtype=torch.int32),
+                                    torch.empty(24, 2), 4, 32, None, True, None, None)
         assert y.shape == (9, 24) and y.dtype == torch.float16
+        with pytest.raises(ValueError, match="w_scales"):  # the fake runs the argument checks
+            torch.ops.qrt.a8_linear(torch.empty(9, 64, dtype=torch.float16), torch.empty(24, 8, dtype=torch.int32),
+                                    torch.empty(24, 3), 4, 32, None, True, None, None)
     xq = torch.zeros(2, 64, dtype=torch.int8)
     with pytest.raises(ValueError, match="packed int32"):
         a8_matmul(xq, torch.ones(2), torch.zeros(4, 64, dtype=torch.int8), torch.ones(4, 1), w_bits=4,

@@ -3,7 +3,7 @@ the fake, torch.library.opcheck, and torch.compile(fullgraph=True) through them.
 import pytest
 import torch
 
-import qrt_kernels.ops_a16  # noqa: F401  (registers torch.ops.qrt.*)
+import qrt_kernels.ops  # noqa: F401  (registers torch.ops.qrt.*)
 from packed_cases import make_case
 from qrt_kernels.reference import dequant_matmul_ref, dequant_weight as dequant_weight_ref
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from qrt.modules import QuantLinear
 from qrt.quantize.calibrate_static import calibrate_input_scales
+from qrt.runtime.linear import QuantLinear
 from qrt_kernels.reference import quant_rows_ref
 
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from qrt.modules import QuantLinear
+from qrt.numerics.quant import compute_qparams, dequantize, quantize_weight
 from qrt.quantize.gptq import GPTQFallbackWarning, HessianAccumulator, gptq_quantize_weight
-from qrt.quantize.primitives import compute_qparams, dequantize, quantize_weight
+from qrt.runtime.linear import QuantLinear
 from qrt.schemes import QuantScheme, resolve_scheme
 
 

@@ -2,7 +2,7 @@
 `quantize_weight`, and a whole tiny model through `oneshot`. llmcompressor pins its own
 transformers, so it lives in a separate environment run as a subprocess:
 
-  python3 -m venv --system-site-packages .venv-llmc && .venv-llmc/bin/pip install llmcompressor
+  bash scripts/setup.sh --llmcompressor       # makes .venv-llmc through constraints-llmc.txt
   export QRT_LLMC_PYTHON=$PWD/.venv-llmc/bin/python     # or let the test find .venv-llmc
 """
 import json
@@ -15,11 +15,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from qrt.modules import QuantLinear
-from qrt.quantize.calib_data import calibration_windows
-from qrt.quantize.calibration import gptq_quantize_model
+from qrt.data.windows import calibration_windows
+from qrt.numerics.quant import compute_qparams, dequantize
 from qrt.quantize.gptq import HessianAccumulator, gptq_quantize_weight
-from qrt.quantize.primitives import compute_qparams, dequantize
+from qrt.quantize.gptq_model import gptq_quantize_model
+from qrt.runtime.linear import QuantLinear
 from qrt.schemes import resolve_scheme
 
 ROOT = Path(__file__).resolve().parents[2]

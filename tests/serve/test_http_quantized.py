@@ -7,8 +7,8 @@ import pytest
 from conftest import serve_in_thread
 from tiny_serving import greedy_alone_and_together, greedy_tokens
 
-from qrt.loader import load_quantized
-from qrt.modules import QuantLinear
+from qrt import load_quantized
+from qrt.runtime.linear import QuantLinear
 
 PROMPTS = ["Hello world", "The quick brown fox", "Paged attention keeps the KV cache in", "tiny"]
 

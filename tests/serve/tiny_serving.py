@@ -48,7 +48,7 @@ def save_tiny(out_dir: Path, seed: int, quantize: str | None = None) -> Path:
     if quantize is None:
         model.save_pretrained(out_dir)
     else:
-        from qrt.loader import quantize_model, save_quantized
+        from qrt import quantize_model, save_quantized
         quantize_model(model, quantize, progress=False)
         save_quantized(model, out_dir)
     tok.save_pretrained(out_dir)

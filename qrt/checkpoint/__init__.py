@@ -1,0 +1,2 @@
+"""The checkpoint directory: save (atomic, sharded), load (meta skeleton -> swap -> assign),
+shards, info."""

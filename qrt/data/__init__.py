@@ -1,0 +1,1 @@
+"""Text that calibrates and evaluates: the packaged WikiText-2 splits and token windows."""

@@ -1,0 +1,211 @@
+"""Sequential, memory-bounded GPTQ calibration of a decoder-only model.
+
+  capture: run the model on the calibration windows until the first decoder block, which
+           raises from a pre-hook after recording its inputs (hidden states + kwargs such as
+           the attention mask and rotary position embeddings)
+  per block: 1. run it on every batch with forward hooks on its target Linears that add
+                their inputs to Hessians (Linears fed the same tensor share one)
+             2. GPTQ each Linear, swap in a QuantLinear
+             3. run the quantized block again: its outputs are the next block's inputs
+Only one block's inputs and outputs are held, and only the block being calibrated has to
+sit on the calibration device (llmcompressor's sequential pipeline with error propagation).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from qrt.data.windows import calibration_windows, model_context
+from qrt.formats.targets import set_submodule
+from qrt.quantize.gptq import HessianAccumulator, gptq_quantize_weight
+from qrt.quantize.plan import plan_layers
+from qrt.quantize.rtn import QuantizationRecord, storage_dtype
+from qrt.runtime.linear import QuantLinear
+from qrt.schemes import QuantScheme, resolve_scheme
+
+
+class _Captured(Exception):
+    """Raised by the first block's pre-hook: its inputs are recorded, stop the forward."""
+
+
+def decoder_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """(name, ModuleList) of the model's decoder blocks: the longest ModuleList."""
+    best = max(((n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList)),
+               key=lambda nm: len(nm[1]), default=None)
+    if best is None or len(best[1]) == 0:
+        raise ValueError(f"{type(model).__name__} has no nn.ModuleList of decoder blocks; "
+                         "sequential calibration needs one")
+    return best
+
+
+@torch.no_grad()
+def capture_block_inputs(model: nn.Module, first_block: nn.Module, windows: torch.Tensor,
+                         batch_size: int) -> list[tuple[torch.Tensor, dict]]:
+    """Inputs of `first_block` for each batch of windows [n, seqlen]: [(hidden [b, seqlen,
+    hidden], kwargs)], the kwargs as the model passes them (mask, position embeddings, ...)."""
+    captured = []
+
+    def hook(module, args, kwargs):
+        kwargs = dict(kwargs)
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+        kwargs.update(past_key_values=None, use_cache=False)
+        captured.append((hidden, kwargs))
+        raise _Captured
+
+    handle = first_block.register_forward_pre_hook(hook, with_kwargs=True)
+    device = next(model.parameters()).device
+    try:
+        for b in range(0, windows.shape[0], batch_size):
+            try:
+                model(input_ids=windows[b: b + batch_size].to(device), use_cache=False)
+            except _Captured:
+                pass
+    finally:
+        handle.remove()
+    return captured
+
+
+class BlockHessians:
+    """Forward hooks accumulating each target Linear's input Hessian. Linears that receive
+    the very same input tensor in a forward call (q/k/v, gate/up) share one accumulator."""
+
+    def __init__(self, linears: dict[str, nn.Linear], device):
+        self.linears, self.device = linears, device
+        self.acc: dict[str, HessianAccumulator] = {}
+        self.alias: dict[str, str] = {}
+        self._seen: list[tuple[torch.Tensor, str]] = []  # this call's (input, owner name)
+        self._handles = [m.register_forward_hook(self._hook(n)) for n, m in linears.items()]
+
+    def _hook(self, name: str):
+        def hook(module, args, output):
+            x = args[0]
+            owner = next((o for t, o in self._seen if t is x), None)
+            if owner is not None and owner != name:
+                self.alias[name] = owner
+                return
+            if name in self.alias:
+                raise RuntimeError(f"{name} shared its input with {self.alias[name]} in one call but not another")
+            self._seen.append((x, name))
+            self.acc.setdefault(name, HessianAccumulator(x.shape[-1], self.device)).add(x)
+        return hook
+
+    def new_call(self) -> None:
+        self._seen.clear()
+
+    def hessian(self, name: str) -> torch.Tensor:
+        return self.acc[self.alias.get(name, name)].hessian()
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._seen.clear()
+
+
+def run_block(block: nn.Module, inputs: list[tuple[torch.Tensor, dict]], before_call=None) -> list[torch.Tensor]:
+    """The block's output hidden states for each captured (hidden, kwargs) batch."""
+    outs = []
+    for hidden, kwargs in inputs:
+        if before_call is not None:
+            before_call()
+        out = block(hidden, **kwargs)
+        outs.append(out[0] if isinstance(out, (tuple, list)) else out)
+    return outs
+
+
+def _to(obj, device):
+    """Move the tensors inside nested tuples/lists/dicts to device."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_to(o, device) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _to(v, device) for k, v in obj.items()}
+    return obj
+
+
+def _normalize_actorder(actorder: str | None) -> str | None:
+    return None if actorder in (None, "none", "None") else actorder
+
+
+@torch.no_grad()
+def quantize_block(block: nn.Module, prefix: str, linears: dict[str, tuple[nn.Linear, QuantScheme]],
+                   inputs: list[tuple[torch.Tensor, dict]], gptq_kwargs: dict,
+                   need_outputs: bool = True) -> list[torch.Tensor]:
+    """Calibrate, GPTQ and swap the `linears` ({full name: (Linear, its scheme)} under
+    `prefix`) of one block, then return the quantized block's outputs for `inputs`
+    (none for the last block: nothing consumes them)."""
+    device = inputs[0][0].device
+    hessians = BlockHessians({n: lin for n, (lin, _) in linears.items()}, device)
+    try:
+        run_block(block, inputs, before_call=hessians.new_call)
+    finally:
+        hessians.remove()
+    for name, (linear, scheme) in linears.items():
+        qw = gptq_quantize_weight(linear.weight, hessians.hessian(name), scheme, name=name, **gptq_kwargs)
+        bias = None if linear.bias is None else linear.bias.detach()
+        layer = QuantLinear.from_quantized(qw, scheme, bias=bias, dtype=linear.weight.dtype)
+        if scheme.activations is None:
+            # the next block calibrates on these outputs: compute them in the model's own
+            # dtype (the CPU packed kernels would round to bf16), as llmcompressor does
+            layer.finalize(backend="dense")
+        set_submodule(block, name[len(prefix) + 1:], layer)
+    del hessians
+    outputs = run_block(block, inputs) if need_outputs else []
+    for name in linears:  # back to the fastest backend for inference
+        layer = block.get_submodule(name[len(prefix) + 1:])
+        if layer.scheme.activations is None:
+            layer.finalize(backend=None)
+    return outputs
+
+
+@torch.no_grad()
+def gptq_quantize_model(model: nn.Module, tokenizer, scheme: "str | QuantScheme",
+                        calib: "str | Sequence[str] | None" = None, nsamples: int = 128,
+                        seqlen: int = 512, actorder: str | None = "weight", percdamp: float = 0.01,
+                        block_size: int = 128, ignore: Sequence[str] = ("lm_head",),
+                        targets: Sequence[str] = ("Linear",), static_groups: bool | None = None,
+                        seed: int = 0, batch_size: int = 8, device=None, ragged_groups: bool = False,
+                        progress: bool = True) -> nn.Module:
+    """GPTQ every target Linear of a decoder-only model in place (block by block); returns
+    it with QuantLinear layers and a `qrt_quantization` record, ready for save_quantized.
+
+    calib: a text file path, a list of strings, or None (the packaged WikiText-2 validation
+    split); nsamples windows of seqlen tokens drawn with `seed`, run batch_size at a time.
+    device: where each block is calibrated (default: where the model is). Per-layer
+    conventions follow qrt.quantize_model (16-bit scales; a group size that does not divide
+    in_features is reduced unless ragged_groups). Targeted Linears outside the decoder blocks
+    get round-to-nearest.
+    """
+    scheme = resolve_scheme(scheme).replace(actorder=_normalize_actorder(actorder))
+    ctx = model_context(model)
+    if ctx is not None and seqlen > ctx:
+        raise ValueError(f"seqlen {seqlen} exceeds the model context of {ctx} tokens")
+    gptq_kwargs = dict(block_size=block_size, percdamp=percdamp, actorder=scheme.actorder,
+                       static_groups=static_groups)
+    plan, adjusted, ignore, tied = plan_layers(model, scheme, targets, ignore, ragged_groups)
+    blocks_name, blocks = decoder_blocks(model)
+    home = next(model.parameters()).device
+    device = torch.device(device) if device is not None else home
+    windows = calibration_windows(tokenizer, calib, nsamples, seqlen, seed)
+    was_training = model.training
+    model.eval()
+    inputs = _to(capture_block_inputs(model, blocks[0], windows, batch_size), device)
+    for i, block in enumerate(tqdm(blocks, desc=f"GPTQ {nsamples}x{seqlen}", disable=not progress)):
+        prefix = f"{blocks_name}.{i}"
+        block.to(device)
+        outputs = quantize_block(block, prefix, {n: v for n, v in plan.items() if n.startswith(prefix + ".")},
+                                 inputs, gptq_kwargs, need_outputs=i + 1 < len(blocks))
+        block.to(home)
+        inputs = [(out, kwargs) for out, (_, kwargs) in zip(outputs, inputs)]
+    for name, (module, layer_s) in plan.items():
+        if not name.startswith(blocks_name + "."):
+            set_submodule(model, name, QuantLinear.from_linear(module, layer_s.replace(actorder=None)))
+    model.train(was_training)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    model.qrt_quantization = QuantizationRecord(
+        scheme=scheme, targets=tuple(targets), ignore=ignore, adjusted=adjusted,
+        tied_head=tied[0] if tied else None, storage_dtype=storage_dtype(dtype), method="gptq")
+    return model

@@ -1,0 +1,165 @@
+"""Int8-activation forward (WxA8): int8 tokens times int8 / int4 weights, int32 accumulation.
+
+  y = sx[token] * sum_g sw[n, g] * sum_{k in g} xq[token, k] * wq[n, k]  (+ bias)
+
+Activations: dynamic per-token int8 (scheme "w8a8", "w4a8") or one calibrated per-tensor
+`input_scale` ("w8a8-static"; see qrt.quantize.calibrate_static). Weights: symmetric 8-bit
+per channel (W8A8) or 4-bit per group (W4A8, torchao's 8da4w); act-order g_idx is
+handled by permuting K once at load (groups become contiguous) and x at run time.
+
+CUDA: torch.ops.qrt.a8_linear (qrt_kernels.ops; the dispatcher picks a fused quantize+GEMV for small M,
+per-token quant + tensor-core int8 GEMM otherwise). CPU: the same numerics in torch,
+int32 dots from torch._int_mm (exact; in torch 2.13 on CPU it takes any M, K, N).
+
+inf/NaN in x: the output row of the token holding it is NaN, every other row is exact
+(never silently clipped, never spread). A token of zeros gives exactly the bias.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from qrt.numerics.packing import pack_int32
+from qrt_kernels.reference import group_row_sums, int_matmul_exact, quant_rows_ref
+
+A8_WEIGHT_BITS = (4, 8)
+
+
+@dataclass(frozen=True)
+class A8Runtime:
+    """Runtime tensors built once by prepare_a8 (layer._runtime).
+
+    w: CUDA int8 [N, K] (8-bit) or packed int32 [N, ceil(K/8)] (4-bit, the checkpoint
+       layout); CPU int8 [K, N] (unpacked and transposed for torch._int_mm).
+    w_scales: fp32 [N, G]; group_size: 0 = per channel; perm: int64 [K] or None (act order);
+    w_sums: int32 [N, G] per-group weight row sums, for asymmetric tokens only.
+    """
+
+    w: torch.Tensor
+    w_scales: torch.Tensor
+    w_bits: int
+    group_size: int
+    symmetric: bool
+    perm: torch.Tensor | None
+    w_sums: torch.Tensor | None
+
+
+def _act_order_perm(g_idx: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Column order that makes every group contiguous; GPTQ act-order g_idx gives each
+    group exactly group_size columns (the last may be ragged)."""
+    perm = torch.argsort(g_idx.long(), stable=True)
+    expected = torch.arange(g_idx.numel(), device=g_idx.device) // group_size
+    if not torch.equal(g_idx.long()[perm], expected):
+        raise ValueError(f"g_idx does not split K into contiguous groups of {group_size} after "
+                         "sorting; the int8-activation kernels need that")
+    return perm
+
+
+def prepare_a8(layer) -> A8Runtime:
+    """Unpack / reorder the checkpoint buffers once for the layer's device."""
+    s = layer.scheme
+    if s.bits not in A8_WEIGHT_BITS or not s.symmetric:
+        raise ValueError(f"int8-activation layers need symmetric {A8_WEIGHT_BITS}-bit weights, "
+                         f"found {s.bits}-bit {'sym' if s.symmetric else 'asym'}")
+    k = layer.in_features
+    gs = s.group_size if s.strategy == "group" and s.group_size < k else 0
+    if gs % 16:
+        raise ValueError(f"int8-activation kernels need group_size a multiple of 16, found {gs}")
+    if not s.activations.symmetric and not s.activations.dynamic:
+        raise ValueError("static activation quantization must be symmetric, found asymmetric")
+    qw = layer.qweight()
+    q, perm = qw.q, None
+    if qw.g_idx is not None and gs:
+        perm = _act_order_perm(qw.g_idx, gs)
+        q = q[:, perm]
+    w_sums = None if s.activations.symmetric else group_row_sums(q, gs)
+    scales = qw.scale.float().contiguous()
+    if q.is_cuda:
+        if s.bits == 8:
+            w = q.contiguous()
+        else:
+            w = pack_int32(q, 4) if perm is not None else layer.weight_packed.contiguous()
+    else:
+        w = q.t().contiguous()
+    return A8Runtime(w, scales, s.bits, gs, s.activations.symmetric, perm, w_sums)
+
+
+def _checked_input_scale(layer) -> torch.Tensor | None:
+    """The static scale, checked finite and >= 0 once per value (cached on its version)."""
+    scale = layer.input_scale
+    if scale is None:
+        return None
+    key = (id(scale), scale._version)
+    if getattr(layer, "_input_scale_ok", None) != key:
+        v = float(scale.reshape(-1)[0])
+        if not v >= 0.0 or v == float("inf"):
+            raise ValueError(f"input_scale of a static layer must be finite and >= 0, found {v}; "
+                             "calibrate it with qrt.quantize.calibrate_static.calibrate_input_scales")
+        layer._input_scale_ok = key
+    return scale.float()
+
+
+def _int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """int8 [M, K] @ int8 [K, N] -> exact int32 [M, N]. torch._int_mm where this torch
+    build accepts the shape (CPU torch 2.13: any), else exact float64 matmul."""
+    try:
+        return torch._int_mm(a, b)
+    except (RuntimeError, AttributeError):
+        return int_matmul_exact(a, b)
+
+
+BLOCK_DIAGONAL_MAX_ROWS = 256  # M * groups up to which one _int_mm beats one per group
+
+
+def _group_partials(xq: torch.Tensor, w_kn: torch.Tensor, group_size: int, n_groups: int):
+    """Yields each group's exact partial sums xq[:, g] @ w_kn[g] (int32 [M, N]), in order.
+
+    Small M: one _int_mm over a block-diagonal A (row (g, m) keeps only group g's columns
+    of token m), since oneDNN's int8 GEMM costs about the same from 1 to 32 rows; large M:
+    one _int_mm per group, on a contiguous copy of the slice (strided A is far slower)."""
+    m, k = xq.shape
+    if n_groups > 1 and m * n_groups <= BLOCK_DIAGONAL_MAX_ROWS:
+        in_group = (torch.arange(k, device=xq.device) // group_size)[None, :] == \
+            torch.arange(n_groups, device=xq.device)[:, None]                       # [G, K]
+        block_diag = torch.where(in_group[:, None, :], xq[None], torch.zeros_like(xq[None]))
+        yield from _int_mm(block_diag.reshape(n_groups * m, k), w_kn).reshape(n_groups, m, -1)
+        return
+    for g in range(n_groups):
+        cols = slice(g * group_size, (g + 1) * group_size)
+        yield _int_mm(xq[:, cols].contiguous() if n_groups > 1 else xq, w_kn[cols])
+
+
+def _linear_a8_cpu(rt: A8Runtime, x: torch.Tensor, input_scale, bias) -> torch.Tensor:
+    """x [M, K] -> [M, N] in x.dtype; same numerics and fp32 epilogue order as the kernels
+    (acc += float(partial_g) * sw[:, g] over groups, then * sx, then + bias)."""
+    xq, sx, zp = quant_rows_ref(x, rt.symmetric, input_scale)
+    n_groups = rt.w_scales.shape[1]
+    acc = None
+    for g, part in enumerate(_group_partials(xq, rt.w, rt.group_size or x.shape[1], n_groups)):
+        if rt.w_sums is not None:
+            part = part - zp[:, None] * rt.w_sums[:, g][None, :]
+        term = part.float().mul_(rt.w_scales[:, g])
+        acc = term if acc is None else acc.add_(term)
+    y = acc.mul_(sx[:, None])
+    if bias is not None:
+        y = y.add_(bias.float())
+    return y.to(x.dtype)
+
+
+def linear_a8(layer, x: torch.Tensor) -> torch.Tensor:
+    """layer: QuantLinear with scheme.activations set; x [..., in] -> [..., out] in x.dtype."""
+    if x.shape[-1] != layer.in_features:
+        raise ValueError(f"expected x [..., {layer.in_features}], found {tuple(x.shape)}")
+    rt: A8Runtime = layer._runtime
+    input_scale = _checked_input_scale(layer)
+    x2 = x.reshape(-1, x.shape[-1])
+    if rt.perm is not None:
+        x2 = x2[:, rt.perm]
+    if x2.is_cuda:
+        import qrt_kernels.ops  # noqa: F401  (registers torch.ops.qrt.a8_linear)
+        y = torch.ops.qrt.a8_linear(x2, rt.w, rt.w_scales, rt.w_bits, rt.group_size, layer.bias,
+                                    rt.symmetric, input_scale, rt.w_sums)
+    else:
+        y = _linear_a8_cpu(rt, x2, input_scale, layer.bias)
+    return y.reshape(*x.shape[:-1], layer.out_features)

@@ -1,0 +1,42 @@
+"""Fault injection for the liveness tests: a forward pre-hook that raises on the Nth call.
+
+`Fault(after=n, kill_thread=False)` raises RuntimeError("injected fault") from the n+1-th
+forward of the module it is registered on, and from every one after it. kill_thread=True
+raises a BaseException instead: transformers' generation loop catches Exception only, so
+the thread dies without failing its requests or recording an error, the way a loop that
+cannot even be called dies (transformers 5.24 vs a wrapper of the wrong signature).
+"""
+from __future__ import annotations
+
+import time
+
+
+class ThreadKill(BaseException):
+    """Escapes `except Exception`: the generation thread dies on it."""
+
+
+class Fault:
+    def __init__(self, after: int = 0, kill_thread: bool = False):
+        self.after, self.kill_thread = after, kill_thread
+        self.calls = 0
+        self.fired_at: float | None = None  # time.monotonic() of the first raise
+
+    def __call__(self, module, args):
+        self.calls += 1
+        if self.calls > self.after:
+            if self.fired_at is None:
+                self.fired_at = time.monotonic()
+            raise (ThreadKill if self.kill_thread else RuntimeError)("injected fault")
+
+    def attach(self, model):
+        """Register on the first decoder layer of an HF causal LM; returns the hook handle."""
+        return model.model.layers[0].register_forward_pre_hook(self)
+
+
+def wait_until(cond, timeout: float = 5.0, step: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return cond()
