@@ -28,8 +28,8 @@ PROMPT = "The history of the city begins in the early middle ages, when"
 def build(scheme: str):
     """(hf_model, tokenizer) of SmolLM2 in fp32, RTN-quantized in place unless scheme == fp32."""
     import qrt
-    from qrt.embedded import smollm2_dir
-    from qrt.hub import load_fp_model
+    from qrt.hub.embedded import smollm2_dir
+    from qrt.hub.resolve import load_fp_model
     model, tok = load_fp_model(smollm2_dir(), dtype=torch.float32)
     if scheme != "fp32":
         qrt.quantize_model(model, scheme, progress=False)
@@ -72,7 +72,7 @@ def compile_probe(steps: int = 32) -> dict:
     import transformers as tf
 
     from qrt import SamplingParams
-    from qrt.embedded import smollm2_dir
+    from qrt.hub.embedded import smollm2_dir
     cfg = tf.AutoConfig.from_pretrained(smollm2_dir())
     cfg.num_hidden_layers = 2
     torch.manual_seed(0)

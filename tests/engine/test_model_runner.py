@@ -90,8 +90,8 @@ def test_unsupported_architecture_is_refused():
 
 @pytest.mark.slow
 def test_smollm2_prefill_and_decode_match_transformers():
-    from qrt.embedded import smollm2_dir
-    from qrt.hub import load_fp_model
+    from qrt.hub.embedded import smollm2_dir
+    from qrt.hub.resolve import load_fp_model
     model, tok = load_fp_model(smollm2_dir(), dtype=torch.float32)
     ids = tok("The capital of France is Paris. The capital of Germany is", return_tensors="pt").input_ids[0].tolist()
     ids = ids + [tok.encode(" Berlin")[0], 13, 504, 3575]
