@@ -38,9 +38,10 @@ class StepOutput:
 
 class LLMEngine:
     def __init__(self, model: nn.Module, config: SchedulerConfig, eos_token_ids: Seq[int] = (),
-                 runner: ModelRunner | None = None):
+                 attention=None):
+        """attention: a paged-attention function (qrt.engine.attention); None picks by device."""
         self.config = config
-        self.runner = runner or ModelRunner(model, config.num_blocks, config.page_size, config.max_model_len)
+        self.runner = ModelRunner(model, config.num_blocks, config.page_size, config.max_model_len, attention)
         self.scheduler = Scheduler(config)
         self.eos_token_ids = frozenset(eos_token_ids)
         self.seqs: dict[str, Sequence] = {}

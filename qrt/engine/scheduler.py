@@ -33,7 +33,7 @@ class SchedulerConfig:
     max_num_seqs: int = 32
     max_batch_tokens: int = 512
     max_model_len: int = 2048
-    enable_prefix_caching: bool = True
+    enable_prefix_caching: bool = False
 
     def __post_init__(self):
         for name in ("num_blocks", "page_size", "max_num_seqs", "max_batch_tokens", "max_model_len"):
