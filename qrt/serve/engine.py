@@ -21,7 +21,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from itertools import count
 
 import torch
@@ -31,11 +30,11 @@ from qrt.engine.models import check_supported
 from qrt.engine.scheduler import SchedulerConfig
 from qrt.serve.config import EngineConfig
 from qrt.serve.detok import TextTracker
-from qrt.serve.outputs import CompletionOutput, RequestMetrics, RequestOutput
+from qrt.serve.outputs import RequestMetrics
+from qrt.serve.request_state import ServeRequest, Sink, eos_ids, snapshot
 from qrt.serve.sampling import SamplingParams
 
 log = logging.getLogger("qrt.serve")
-Sink = Callable[[RequestOutput], None]
 WATCHDOG_INTERVAL_S = 0.2  # how often the loop's liveness is checked: failures surface within ~0.5 s
 MAX_RESTARTS, RESTART_WINDOW_S = 3, 60.0  # more restarts than this within the window: give up
 IDLE_WAIT_S = 0.05  # an idle generation thread sleeps at most this long between checks
@@ -49,19 +48,6 @@ class EngineDeadError(RuntimeError):
     """The generation loop died and the engine gave up restarting it (or was stopped)."""
 
 
-@dataclass
-class _Request:
-    request_id: str
-    prompt: str | None
-    prompt_ids: list[int]
-    params: SamplingParams
-    text: TextTracker
-    sink: Sink
-    metrics: RequestMetrics
-    token_ids: list[int] = field(default_factory=list)
-    finished: bool = False  # set once, under the engine lock: a request gets one final output
-
-
 class Engine:
     def __init__(self, model: torch.nn.Module, tokenizer, config: EngineConfig | None = None):
         check_supported(model)  # UnsupportedModelError naming the supported architectures
@@ -70,11 +56,11 @@ class Engine:
         self.max_model_len = self.config.resolve_max_model_len(model.config)
         dtype_bytes = torch.finfo(model.dtype).bits // 8
         self.num_blocks = self.config.resolve_num_blocks(model.config, dtype_bytes, self.max_model_len)
-        self.eos_token_ids = _eos_ids(model, tokenizer)
-        self._requests: dict[str, _Request] = {}
+        self.eos_token_ids = eos_ids(model, tokenizer)
+        self._requests: dict[str, ServeRequest] = {}
         self._lock = threading.Lock()
         self._work = threading.Event()  # set when requests or aborts are queued for the loop
-        self._adds: deque[_Request] = deque()
+        self._adds: deque[ServeRequest] = deque()
         self._aborts: deque[str] = deque()
         self._ids = count()
         self._core: LLMEngine | None = None
@@ -199,7 +185,7 @@ class Engine:
             self._drop(req.request_id)
             self._finish(req, "error", error=f"{type(e).__name__}: {e}")
 
-    def _update(self, core: LLMEngine, req: _Request, out) -> None:
+    def _update(self, core: LLMEngine, req: ServeRequest, out) -> None:
         if out.new_token is None:
             return
         now = time.perf_counter()
@@ -214,7 +200,7 @@ class Engine:
         if out.finished:
             self._drop(req.request_id)
             return self._finish(req, out.finish_reason)
-        req.sink(_snapshot(req, None))
+        req.sink(snapshot(req, None))
 
     # -- supervision (watchdog thread) ------------------------------------------------------
     def _watch(self) -> None:
@@ -275,7 +261,7 @@ class Engine:
         Raises ValueError (bad prompt), QueueFullError (at capacity), EngineDeadError (stopped or failed)."""
         self.check_prompt(prompt_ids, params)
         rid = request_id or f"req-{next(self._ids)}"
-        req = _Request(rid, prompt, list(prompt_ids), params, TextTracker(self.tokenizer, params.stop), sink,
+        req = ServeRequest(rid, prompt, list(prompt_ids), params, TextTracker(self.tokenizer, params.stop), sink,
                        RequestMetrics(arrival_time=time.perf_counter()))
         with self._lock:
             if self._stopping:
@@ -324,7 +310,7 @@ class Engine:
         with self._lock:
             self._requests.pop(request_id, None)
 
-    def _finish(self, req: _Request, reason: str, error: str | None = None) -> None:
+    def _finish(self, req: ServeRequest, reason: str, error: str | None = None) -> None:
         """The request's final output; only the first call for a request delivers one (the loop,
         an abort and the watchdog may race to finish the same request)."""
         with self._lock:
@@ -332,13 +318,7 @@ class Engine:
                 return
             req.finished = True
         req.metrics.finished_time = time.perf_counter()
-        req.sink(_snapshot(req, reason, error))
-
-
-def _snapshot(req: _Request, finish_reason: str | None, error: str | None = None) -> RequestOutput:
-    done = finish_reason is not None
-    comp = CompletionOutput(0, req.text.visible(done), list(req.token_ids), finish_reason)
-    return RequestOutput(req.request_id, req.prompt, req.prompt_ids, [comp], done, req.metrics, error)
+        req.sink(snapshot(req, reason, error))
 
 
 def _attention(config: EngineConfig, model: torch.nn.Module):
@@ -348,11 +328,3 @@ def _attention(config: EngineConfig, model: torch.nn.Module):
         from qrt.engine.attention import paged_attention_reference
         return paged_attention_reference
     return None
-
-
-def _eos_ids(model, tokenizer) -> list[int]:
-    ids = getattr(model.generation_config, "eos_token_id", None)
-    if ids is None:
-        ids = tokenizer.eos_token_id
-    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
-    return [i for i in ids if i is not None and i >= 0]
