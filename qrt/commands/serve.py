@@ -13,6 +13,9 @@ def register(subparsers) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--quantize", default=None, metavar="SCHEME",
                    help="RTN-quantize an unquantized model on load, e.g. w4a16")
+    p.add_argument("--device", default="cpu", help="where the engine runs: cpu (default) or cuda")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="activations, KV cache and unquantized weights (default float32)")
     p.add_argument("--served-model-name", default=None, help="id reported by /v1/models")
     p.add_argument("--max-model-len", type=int, default=None, help="prompt + output tokens per request")
     p.add_argument("--max-num-seqs", type=int, default=32, help="requests decoded together")
@@ -23,7 +26,7 @@ def register(subparsers) -> None:
     p.add_argument("--prefix-caching", action="store_true", help="share KV blocks of common prompt prefixes")
     p.add_argument("--num-threads", type=int, default=None, help="torch threads of the generation loop")
     p.add_argument("--no-batch-invariant", dest="batch_invariant", action="store_false",
-                   help="transformers' SDPA over the packed batch instead of qrt's per-sequence float64 attention")
+                   help="fp32 (torch) attention instead of the per-sequence float64 twin on the CPU")
     p.add_argument("--default-max-tokens", type=int, default=16, help="max_tokens when a request omits it")
     p.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds to drain requests on SIGTERM")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -38,5 +41,6 @@ def run(args) -> int:
                           page_size=args.page_size, kv_cache_mb=args.kv_cache_mb, prefix_caching=args.prefix_caching,
                           num_threads=args.num_threads, batch_invariant=args.batch_invariant)
     return run_server(args.model, args.host, args.port, quantize=args.quantize, config=config,
+                      device=args.device, dtype=args.dtype,
                       served_model_name=args.served_model_name, default_max_tokens=args.default_max_tokens,
                       graceful_timeout=args.graceful_timeout, log_level=args.log_level)

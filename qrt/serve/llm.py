@@ -26,15 +26,18 @@ class GenerationError(RuntimeError):
 
 class LLM:
     """model: a name or directory (see qrt.serve.model_loading) or an already-built
-    nn.Module (then pass `tokenizer`). quantize: an RTN scheme applied on load ("w4a16")."""
+    nn.Module (then pass `tokenizer`). quantize: an RTN scheme applied on load ("w4a16").
+    device / dtype: where and in what precision a model loaded by name runs."""
 
     def __init__(self, model="smollm2", tokenizer=None, quantize: str | None = None,
-                 config: EngineConfig | None = None, **config_kwargs):
+                 config: EngineConfig | None = None, device: str = "cpu", dtype: str = "float32",
+                 **config_kwargs):
         if config is not None and config_kwargs:
             raise ValueError(f"pass either config or engine settings, found both ({sorted(config_kwargs)})")
         if isinstance(model, str) or hasattr(model, "__fspath__"):
-            from qrt.serve.model_loading import load_for_serving
-            model, loaded_tok = load_for_serving(str(model), quantize=quantize)
+            from qrt.serve.model_loading import load_for_serving, torch_dtype
+            model, loaded_tok = load_for_serving(str(model), quantize=quantize, dtype=torch_dtype(dtype),
+                                                 device=device)
             tokenizer = tokenizer or loaded_tok
         elif tokenizer is None:
             raise ValueError("tokenizer: expected a tokenizer when model is an nn.Module, found None")

@@ -31,6 +31,18 @@ def load_for_serving(model_or_dir: str, quantize: str | None = None, dtype: torc
     return model.eval(), tokenizer
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def torch_dtype(name: "str | torch.dtype") -> torch.dtype:
+    """"float32" / "bfloat16" / "float16" (or a torch.dtype) -> torch.dtype; ValueError otherwise."""
+    if isinstance(name, torch.dtype) and name in DTYPES.values():
+        return name
+    if name not in DTYPES:
+        raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, found {name!r}")
+    return DTYPES[name]
+
+
 def model_name(model_or_dir: str) -> str:
     """The id /v1/models reports: the argument as given, or the directory's name."""
     from pathlib import Path

@@ -17,15 +17,16 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def run_server(model_or_dir: str = "smollm2", host: str = "127.0.0.1", port: int = 8000,
                quantize: str | None = None, config: EngineConfig | None = None, served_model_name: str | None = None,
-               default_max_tokens: int = 16, graceful_timeout: float = 30.0, log_level: str = "info") -> int:
+               default_max_tokens: int = 16, graceful_timeout: float = 30.0, log_level: str = "info",
+               device: str = "cpu", dtype: str = "float32") -> int:
     """Serve until SIGINT/SIGTERM (returns 0) or until the engine gives up (returns 1)."""
     from qrt.serve.engine import Engine
-    from qrt.serve.model_loading import load_for_serving, model_name
+    from qrt.serve.model_loading import load_for_serving, model_name, torch_dtype
     from qrt.serve.server import build_app
     if not 0 <= port < 65536:
         raise ValueError(f"port: expected 0..65535, found {port}")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    model, tokenizer = load_for_serving(model_or_dir, quantize=quantize)
+    model, tokenizer = load_for_serving(model_or_dir, quantize=quantize, dtype=torch_dtype(dtype), device=device)
     engine = Engine(model, tokenizer, config or EngineConfig())
     app = build_app(engine, served_model_name or model_name(model_or_dir), default_max_tokens)
     if host not in LOOPBACK:
