@@ -148,3 +148,21 @@ def group_row_sums(wq: torch.Tensor, group_size: int) -> torch.Tensor:
     pad = -k % gs
     w = torch.nn.functional.pad(wq.to(torch.int32), (0, pad))
     return w.reshape(n, -1, gs).sum(dim=2, dtype=torch.int32)
+
+
+def paged_attention_ref(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
+                        token_seq: torch.Tensor, token_pos: torch.Tensor, scale: float,
+                        window: int | None = None) -> torch.Tensor:
+    """Twin of qrt_kernels.paged_attention.paged_attention (fp32 math, q.dtype out): every
+    token gathers keys 0..max(pos) of its sequence through the block table, masked per token."""
+    page, group = k_cache.shape[1], q.shape[1] // k_cache.shape[2]
+    s = torch.arange(int(token_pos.max()) + 1, device=q.device)
+    blocks = block_tables.long()[token_seq.long()][:, s // page]          # [T, S]
+    k = k_cache[blocks, s % page].float().repeat_interleave(group, dim=2)  # [T, S, H, D]
+    v = v_cache[blocks, s % page].float().repeat_interleave(group, dim=2)
+    pos = token_pos.long()[:, None]
+    vis = s[None, :] <= pos
+    if window is not None:
+        vis &= pos - s[None, :] < window
+    scores = torch.einsum("thd,tshd->ths", q.float() * scale, k).masked_fill(~vis[:, None, :], float("-inf"))
+    return torch.einsum("ths,tshd->thd", scores.softmax(-1), v).to(q.dtype)

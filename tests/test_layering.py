@@ -21,6 +21,7 @@ LAYERS = [
     {"formats"},                 # compressed-tensors, GPTQ, AWQ tensors; module-name matching
     {"checkpoint", "quantize"},  # save/load a directory; RTN, GPTQ, QAT over a model
     {"hub"},                     # where models live; load one by name
+    {"engine"},                  # scheduler, paged KV cache, model runner (vLLM's vocabulary)
     {"eval", "serve"},           # perplexity; the engine and the HTTP server
     {"commands"},                # the CLI subcommands
     {"cli"},

@@ -26,7 +26,7 @@ def register(subparsers) -> None:
     p.add_argument("--prefix-caching", action="store_true", help="share KV blocks of common prompt prefixes")
     p.add_argument("--num-threads", type=int, default=None, help="torch threads of the generation loop")
     p.add_argument("--no-batch-invariant", dest="batch_invariant", action="store_false",
-                   help="transformers' SDPA over the packed batch instead of qrt's per-sequence float64 attention")
+                   help="fp32 (torch) attention instead of the per-sequence float64 twin on the CPU")
     p.add_argument("--default-max-tokens", type=int, default=16, help="max_tokens when a request omits it")
     p.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds to drain requests on SIGTERM")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])

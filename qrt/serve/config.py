@@ -22,8 +22,9 @@ class EngineConfig:
     num_blocks: KV-cache blocks (whole-model blocks of page_size tokens); overrides kv_cache_mb.
     prefix_caching: share KV blocks of identical prompt prefixes across requests.
     num_threads: torch intra-op threads of the generation loop (None: the caller's count).
-    batch_invariant: attention per sequence in float64 (qrt.serve.attention), so a request's
-      greedy output does not depend on what it is batched with; False: transformers' SDPA."""
+    batch_invariant: on the CPU, attention in float64 (qrt.engine.attention's twin), so a request's
+      rounding does not depend on how its prompt was chunked; False: the fp32 torch path. Each
+      sequence attends only to its own keys either way."""
 
     max_model_len: int | None = None
     max_num_seqs: int = 32
@@ -42,7 +43,6 @@ class EngineConfig:
             _require(isinstance(v, int) and v >= 1, name, "an int >= 1", v)
         _require(isinstance(self.max_waiting, int) and self.max_waiting >= 0, "max_waiting", "an int >= 0",
                  self.max_waiting)
-        _require(self.page_size >= 4, "page_size", "at least 4 tokens (transformers' paged cache)", self.page_size)
         for name in ("max_model_len", "num_blocks", "num_threads"):
             v = getattr(self, name)
             _require(v is None or (isinstance(v, int) and v >= 1), name, "None or an int >= 1", v)

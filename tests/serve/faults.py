@@ -2,9 +2,8 @@
 
 `Fault(after=n, kill_thread=False)` raises RuntimeError("injected fault") from the n+1-th
 forward of the module it is registered on, and from every one after it. kill_thread=True
-raises a BaseException instead: transformers' generation loop catches Exception only, so
-the thread dies without failing its requests or recording an error, the way a loop that
-cannot even be called dies (transformers 5.24 vs a wrapper of the wrong signature).
+raises a BaseException instead: the generation loop handles Exception only, so the thread
+dies without failing its requests, the way a thread killed from outside dies.
 """
 from __future__ import annotations
 
@@ -29,8 +28,9 @@ class Fault:
             raise (ThreadKill if self.kill_thread else RuntimeError)("injected fault")
 
     def attach(self, model):
-        """Register on the first decoder layer of an HF causal LM; returns the hook handle."""
-        return model.model.layers[0].register_forward_pre_hook(self)
+        """Register on the first decoder layer's q_proj of an HF causal LM (a module both
+        transformers' forward and qrt's engine call); returns the hook handle."""
+        return model.model.layers[0].self_attn.q_proj.register_forward_pre_hook(self)
 
 
 def wait_until(cond, timeout: float = 5.0, step: float = 0.02) -> bool:

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from qrt.serve.sampler import RowParams, apply_top_k_top_p, sample_row
+from qrt.engine.sampler import RowParams, apply_top_k_top_p, sample_row
 from qrt.serve.sampling import SamplingParams
 
 

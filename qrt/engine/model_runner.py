@@ -1,0 +1,69 @@
+"""ModelRunner: owns the paged KV cache and runs one forward over a scheduled batch.
+
+The batch is a list of (sequence, num_new_tokens): decoding sequences bring one token,
+prefilling ones a chunk of their prompt. Their tokens are packed into one [T] row (no
+padding), each with its position and cache slot; logits are computed only for sequences
+whose chunk reaches their last token (those that produce a token this step).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence as Seq
+
+import torch
+from torch import nn
+
+from qrt.engine.attention import AttentionMetadata, build_metadata, select_attention
+from qrt.engine.models import LlamaForCausalLM
+from qrt.engine.sequence import Sequence
+
+
+class ModelRunner:
+    """hf_model: a Llama-family *ForCausalLM (fp or with qrt QuantLinears), already on its
+    device. KV cache: num_layers x (k, v), each [num_blocks, page_size, num_kv_heads, head_dim]
+    in the model's dtype."""
+
+    def __init__(self, hf_model: nn.Module, num_blocks: int, page_size: int, max_model_len: int,
+                 attention: Callable | None = None):
+        self.model = LlamaForCausalLM(hf_model, max_model_len)
+        self.page_size, self.max_model_len = page_size, max_model_len
+        m = self.model
+        self.attention = attention or select_attention(m.device)
+        shape = (num_blocks, page_size, m.num_kv_heads, m.head_dim)
+        self.kv_caches = [(torch.zeros(shape, dtype=m.dtype, device=m.device),
+                           torch.zeros(shape, dtype=m.dtype, device=m.device)) for _ in range(m.num_layers)]
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def prepare(self, batch: Seq[tuple[Sequence, int]]) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, list[int]]:
+        """-> input_ids [T], positions [T], attention metadata, rows of T that need logits."""
+        ids, pos, slots, starts, ctx_lens, logit_rows = [], [], [], [0], [], []
+        for seq, n in batch:
+            c = seq.num_computed_tokens
+            if n < 1 or c + n > len(seq) or len(seq.block_table) * self.page_size < c + n:
+                raise ValueError(f"sequence {seq.seq_id}: cannot run {n} new tokens from {c} "
+                                 f"(length {len(seq)}, {len(seq.block_table)} blocks)")
+            if c + n > self.max_model_len:
+                raise ValueError(f"sequence {seq.seq_id}: {c + n} tokens exceed max_model_len {self.max_model_len}")
+            ids.extend(seq.token_ids[c:c + n])
+            pos.extend(range(c, c + n))
+            slots.extend(seq.block_table[p // self.page_size] * self.page_size + p % self.page_size
+                         for p in range(c, c + n))
+            starts.append(starts[-1] + n)
+            ctx_lens.append(c + n)
+            if c + n == len(seq):
+                logit_rows.append(starts[-1] - 1)
+        dev = self.device
+        meta = build_metadata(slots, starts, ctx_lens, [s.block_table for s, _ in batch], dev)
+        return torch.tensor(ids, device=dev), torch.tensor(pos, device=dev), meta, logit_rows
+
+    @torch.inference_mode()
+    def run(self, batch: Seq[tuple[Sequence, int]]) -> torch.Tensor:
+        """Forward the batch, writing its K/V; -> float32 logits [R, vocab] for the R sequences
+        whose chunk ends at their last token, in batch order. Does not advance the sequences."""
+        ids, pos, meta, rows = self.prepare(batch)
+        hidden = self.model(ids, pos, meta, self.kv_caches, self.attention)
+        if not rows:
+            return torch.empty(0, self.model.config.vocab_size, device=self.device)
+        return self.model.compute_logits(hidden[rows]).float()

@@ -1,0 +1,119 @@
+"""The Llama-family decoder over a paged KV cache: Llama, Mistral, Qwen2 (qkv bias), Qwen3
+(q_norm/k_norm on each head).
+
+Weights are not loaded here: the decoder calls the modules of an already-built Hugging Face
+model (embedding, every Linear, the RMSNorms, the MLP), so an fp model, one whose Linears
+qrt swapped for QuantLinear (qrt.quantize_model / qrt.load_quantized) and a tied lm_head all
+work unchanged. What we own is the forward itself: packed tokens of many sequences in one
+[T, D] batch, rotary embeddings from a precomputed table, K/V written to the paged cache and
+attention over it (qrt.engine.attention), logits only for the rows that need them.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from qrt.engine.attention import AttentionMetadata, paged_attention, store_kv
+
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+
+
+class UnsupportedModelError(ValueError):
+    """The model runner has no decoder for this architecture."""
+
+
+def check_supported(hf_model: nn.Module) -> None:
+    """Raise UnsupportedModelError unless the runner implements this model exactly."""
+    cfg = getattr(hf_model, "config", None)
+    mtype = getattr(cfg, "model_type", None)
+    if mtype not in SUPPORTED_MODEL_TYPES:
+        raise UnsupportedModelError(
+            f"model_type {mtype!r} ({type(hf_model).__name__}) is not supported by qrt's engine; "
+            f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
+    act = getattr(cfg, "hidden_act", "silu")
+    if act != "silu":
+        raise UnsupportedModelError(f"{mtype}: hidden_act {act!r} found, the engine's decoder expects 'silu'")
+    inner = getattr(hf_model, "model", None)
+    for name in ("embed_tokens", "layers", "norm", "rotary_emb"):
+        if not hasattr(inner, name):
+            raise UnsupportedModelError(f"{type(hf_model).__name__}.model has no {name!r}; "
+                                        "expected a Hugging Face *ForCausalLM of the Llama family")
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [T, heads, head_dim]; cos/sin [T, head_dim] (Hugging Face's half-rotation layout)."""
+    return x * cos[:, None] + rotate_half(x) * sin[:, None]
+
+
+class LlamaForCausalLM(nn.Module):
+    """forward(input_ids [T], positions [T], meta, kv_caches) -> hidden [T, D];
+    compute_logits(hidden [N, D]) -> [N, vocab]. kv_caches: one (k, v) pair per layer, each
+    [num_blocks, page_size, num_kv_heads, head_dim]."""
+
+    def __init__(self, hf_model: nn.Module, max_positions: int):
+        super().__init__()
+        check_supported(hf_model)
+        cfg, inner = hf_model.config, hf_model.model
+        self.config = cfg
+        self.embed_tokens, self.layers, self.norm = inner.embed_tokens, inner.layers, inner.norm
+        self.lm_head = hf_model.lm_head
+        first = self.layers[0].self_attn
+        self.head_dim = first.head_dim
+        self.num_heads = cfg.num_attention_heads
+        self.num_kv_heads = cfg.num_key_value_heads
+        self.windows = [self._window(layer.self_attn) for layer in self.layers]
+        dtype = self.embed_tokens(torch.zeros(1, dtype=torch.long, device=self.device)).dtype
+        self.dtype = dtype
+        with torch.no_grad():  # HF's own rotary module: every rope scaling it knows works here
+            pos = torch.arange(max_positions, device=self.device)[None]
+            probe = torch.zeros(1, dtype=dtype, device=self.device)
+            cos, sin = inner.rotary_emb(probe, pos)
+        self.register_buffer("cos", cos[0].to(dtype), persistent=False)
+        self.register_buffer("sin", sin[0].to(dtype), persistent=False)
+
+    def _window(self, attn: nn.Module) -> int | None:
+        """Sliding window of one layer: Qwen2/3 set it per layer; Mistral for the whole model."""
+        if hasattr(attn, "sliding_window"):
+            return attn.sliding_window
+        return getattr(self.config, "sliding_window", None)
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed_tokens.weight.device
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
+                kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
+                attention: Callable = paged_attention) -> torch.Tensor:
+        h = self.embed_tokens(input_ids)
+        cos, sin = self.cos[positions], self.sin[positions]
+        for i, layer in enumerate(self.layers):
+            x = layer.input_layernorm(h)
+            h = h + self._attention(layer.self_attn, x, cos, sin, kv_caches[i], meta, self.windows[i], attention)
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        return self.norm(h)
+
+    def _attention(self, attn: nn.Module, x: torch.Tensor, cos, sin, kv_cache, meta, window, attention):
+        t = x.shape[0]
+        q = attn.q_proj(x).view(t, self.num_heads, self.head_dim)
+        k = attn.k_proj(x).view(t, self.num_kv_heads, self.head_dim)
+        v = attn.v_proj(x).view(t, self.num_kv_heads, self.head_dim)
+        if hasattr(attn, "q_norm"):  # Qwen3: RMSNorm over each head before rotary
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        store_kv(k, v, kv_cache[0], kv_cache[1], meta.slot_mapping)
+        o = attention(q, kv_cache[0], kv_cache[1], meta, attn.scaling, window)
+        return attn.o_proj(o.reshape(t, self.num_heads * self.head_dim))
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden)
