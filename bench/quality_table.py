@@ -177,7 +177,7 @@ def main() -> None:
     ap.add_argument("--cache-dir", default=None,
                     help="keep quantized models here and reuse them (e.g. to re-evaluate on more windows)")
     ap.add_argument("--markdown", action="store_true",
-                    help="only print the README table from the runs already in --results")
+                    help="only print the docs/quality.md table from the runs already in --results")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch intra-op threads (on a shared, oversubscribed CPU 1 avoids OpenMP thrash)")
     args = ap.parse_args()
@@ -206,7 +206,7 @@ LABELS = {"fp": "fp32", "rtn": "RTN", "gptq": "GPTQ (qrt)", "llmc": "GPTQ (llmco
 
 
 def markdown_table(runs: Path, windows: int) -> str:
-    """The README quality table: one row per config run on `windows` windows, in CONFIGS order;
+    """The docs/quality.md table: one row per config run on `windows` windows, in CONFIGS order;
     "gap closed" compares a GPTQ row with RTN of the same scheme: 1 - (gptq - fp) / (rtn - fp)."""
     got = {n: json.loads((runs / f"{n}__w{windows}.json").read_text()) for n in CONFIGS
            if (runs / f"{n}__w{windows}.json").exists()}

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Markdown tables for the README from a kernel-sweep or decode JSON.
+"""Markdown tables for docs/benchmarks.md from a kernel-sweep or decode JSON.
 
     python bench/results_markdown.py bench/results/kernels_cpu.json [--m 1,16,128]
 """

@@ -1,5 +1,5 @@
 """Smoke runs of the benchmarks (bench/): they start, check their candidates' outputs
-against float32 references, and write the JSON/PNG the README's tables come from.
+against float32 references, and write the JSON/PNG the tables in docs/benchmarks.md come from.
 Timings themselves are not asserted (benchmarks are never timed tests)."""
 import json
 import math

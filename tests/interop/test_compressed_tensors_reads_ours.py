@@ -6,7 +6,7 @@ strictly; decompress_model), and, for a single-group file, also transformers'
 from_pretrained(..., CompressedTensorsConfig(dequantize=True)), the path users take.
 (transformers 5.23's dequantize path applies the first config group to every dense layer,
 so it cannot read mixed-precision files such as the 576-column fallback below; see
-notes/README-interop.md.)
+docs/interop.md.)
 
 Exact because both sides compute (q - z) * s with one rounding: compressed-tensors in the
 scale's dtype, qrt in float32 then cast. (q - z) is a small integer, so its product with
@@ -93,7 +93,7 @@ def test_576_columns_get_a_power_of_two_group_compressed_tensors_reads(tmp_path,
 @pytest.mark.parametrize("kind", ["gptq", "awq"])
 def test_gptq_and_awq_checkpoints_convert_to_files_compressed_tensors_reads(kind, tmp_path, rng_seed):
     """load_quantized(AutoGPTQ / AutoAWQ dir) then save_quantized: a compressed-tensors
-    checkpoint with the same integers and scales (no act-order: see notes/README-interop.md)."""
+    checkpoint with the same integers and scales (no act-order: see docs/interop.md)."""
     from peer_checkpoints import write_awq_checkpoint, write_gptq_checkpoint
     if kind == "gptq":
         write_gptq_checkpoint(tmp_path / kind, "llama", rng_seed, 4, 32, True, False, "gptq")
