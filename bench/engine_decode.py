@@ -28,8 +28,8 @@ PROMPT = "The history of the city begins in the early middle ages, when"
 def build(scheme: str):
     """(hf_model, tokenizer) of SmolLM2 in fp32, RTN-quantized in place unless scheme == fp32."""
     import qrt
+    from qrt.hub import load_fp_model
     from qrt.hub.embedded import smollm2_dir
-    from qrt.hub.resolve import load_fp_model
     model, tok = load_fp_model(smollm2_dir(), dtype=torch.float32)
     if scheme != "fp32":
         qrt.quantize_model(model, scheme, progress=False)

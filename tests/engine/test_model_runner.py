@@ -60,7 +60,7 @@ def test_float64_reference_attention_matches_too():
 @pytest.mark.parametrize("scheme,backend,atol", [
     # dense: the dequantized weight in fp32, so the fp32 tolerance above holds
     ("w4a16", "dense", 2e-5),
-    # torch's int4 CPU kernel computes in bfloat16 (relative rounding 2^-9 ~ 2e-3 per
+    # torch's int4 CPU kernel computes in bfloat16 (relative rounding 2^-8 ~ 4e-3 per
     # output), and its accumulation order depends on the number of rows (20 in transformers'
     # forward, 1 in a decode step): logits of magnitude ~0.5 move by up to ~2e-3
     ("w4a16", None, 5e-3),
@@ -90,8 +90,8 @@ def test_unsupported_architecture_is_refused():
 
 @pytest.mark.slow
 def test_smollm2_prefill_and_decode_match_transformers():
+    from qrt.hub import load_fp_model
     from qrt.hub.embedded import smollm2_dir
-    from qrt.hub.resolve import load_fp_model
     model, tok = load_fp_model(smollm2_dir(), dtype=torch.float32)
     ids = tok("The capital of France is Paris. The capital of Germany is", return_tensors="pt").input_ids[0].tolist()
     ids = ids + [tok.encode(" Berlin")[0], 13, 504, 3575]
