@@ -87,7 +87,7 @@ DEFAULT_A16_TABLE: tuple[A16Config, ...] = (
     A16Config("decode", max_m=8, block_m=8, block_n=32, block_k=256, num_warps=1, num_stages=2),
     A16Config("decode", max_m=16, block_m=16, block_n=32, block_k=256, num_warps=1, num_stages=2),
     A16Config("decode", max_m=32, block_m=32, block_n=32, block_k=128, num_warps=2, num_stages=3),
-    A16Config("decode", max_m=64, block_m=64, block_n=32, block_k=128, num_warps=2, num_stages=3),
+    A16Config("decode", max_m=64, block_m=64, block_n=32, block_k=64, num_warps=2, num_stages=3),
     A16Config("decode", max_m=256, block_m=64, block_n=64, block_k=128, num_warps=4, num_stages=3),
     A16Config("decode", max_m=1024, block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3),
     A16Config("dequant_torch", max_m=None),
