@@ -34,10 +34,10 @@ def test_split_k_fills_the_gpu_only_when_needed():
     assert dispatch.select_a16_config(8192, 8192, 8192, 128, table, n_sm=132).split_k == 1  # 8192 tiles
 
 
-@pytest.mark.parametrize("group_size, kernel, block_k", [(128, "decode", 128), (32, "decode", 32),
-                                                         (16, "tile", 16), (40, "tile", 64), (4096, "decode", 128)])
+@pytest.mark.parametrize("group_size, kernel, block_k", [(128, "decode", 64), (32, "decode", 32),
+                                                         (16, "tile", 16), (40, "tile", 64), (4096, "decode", 64)])
 def test_block_k_fitted_to_group(group_size, kernel, block_k):
-    # BLOCK_K shrinks to divide the group (scale after the dot); the decode kernel needs >= 4
+    # M=64 row: BLOCK_K 64; it shrinks to divide the group (scale after the dot); decode needs >= 4
     # words (32 values at 4 bits), so g16 goes to the tile kernel; 40 has no block >= 16
     # (tile kernel, per-element scales); per-channel (G >= K) needs none
     cfg = dispatch.select_a16_config(64, 4096, 4096, group_size, DEFAULT_A16_TABLE, n_sm=132)
