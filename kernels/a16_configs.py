@@ -26,9 +26,10 @@ def _pow2(v: int) -> bool:
 class A16Config:
     """One row of the table: the kernel and blocks used for every M <= max_m.
 
-    kernel: "decode" (GEMV: BLOCK_N weight rows per program over all of K, tokens padded to
-      BLOCK_M = 8 or 16 MMA columns, one launch, for M <= 16),
-      "tile" (tensor-core tile GEMM) or "dequant_torch" (dequantize W once, then torch's
+    kernel: "decode" (weights as the MMA's A operand: BLOCK_N weight rows x BLOCK_M tokens
+      per program over all of K, one launch, never split-K; at M <= 16 a GEMV with tokens
+      padded to 8 or 16 MMA columns),
+      "tile" (tensor-core tile GEMM, any group size) or "dequant_torch" (dequantize W once, then torch's
       matmul: cuBLAS past the crossover M). max_m None: every larger M (the last row).
     split_k: K slices reduced with fp32 atomics (tile kernel only; decode is one slice);
       None lets the dispatcher choose by shape.
@@ -75,16 +76,20 @@ class A16Config:
 
 
 # Untuned defaults (no GPU was available to tune them; chosen on the static sm_90 report,
-# bench/gpu_static.py): the GEMV kernel up to M=16 (one launch, tokens padded to the MMA's 8
-# or 16 columns: the padding costs no bytes; 32 weight rows per one-warp program measured
-# fewest instructions per weight byte), tile GEMM up to M=1024, then dequantize once + cuBLAS
-# where the GEMM is compute-bound and the one-off dequantization is amortized.
+# bench/gpu_static.py): the "decode" kernel (weights as the MMA's A operand) for every M up
+# to 1024 -- tokens padded to the MMA's 8 or 16 columns up to M=16 (the padding costs no
+# bytes; 32 weight rows per one-warp program gave the fewest instructions per weight byte),
+# token tiles above, blocks sized for >= ~1 wave on 132 SMs without split-K. It issues half
+# the instructions of the tile kernel at every M (docs/kernels.md); the tile kernel stays
+# for groups that no BLOCK_K >= 16 divides. Past M=1024: dequantize once + cuBLAS, where the
+# GEMM is compute-bound and the one-off dequantization is amortized.
 DEFAULT_A16_TABLE: tuple[A16Config, ...] = (
     A16Config("decode", max_m=8, block_m=8, block_n=32, block_k=256, num_warps=1, num_stages=2),
     A16Config("decode", max_m=16, block_m=16, block_n=32, block_k=256, num_warps=1, num_stages=2),
-    A16Config("tile", max_m=64, block_m=32, block_n=64, block_k=64, num_stages=4),
-    A16Config("tile", max_m=256, block_m=64, block_n=128, block_k=64, num_stages=3),
-    A16Config("tile", max_m=1024, block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3),
+    A16Config("decode", max_m=32, block_m=32, block_n=32, block_k=128, num_warps=2, num_stages=3),
+    A16Config("decode", max_m=64, block_m=64, block_n=32, block_k=64, num_warps=2, num_stages=3),
+    A16Config("decode", max_m=256, block_m=64, block_n=64, block_k=128, num_warps=4, num_stages=3),
+    A16Config("decode", max_m=1024, block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3),
     A16Config("dequant_torch", max_m=None),
 )
 

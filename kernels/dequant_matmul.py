@@ -142,7 +142,7 @@ def gemv_a16_kernel(
     WORDS: tl.constexpr = BLOCK_K // PER_WORD
     pid_n = tl.program_id(0)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_m = tl.arange(0, BLOCK_M)
+    offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_w = tl.arange(0, WORDS)
     mask_n = offs_n < N
     offs_k = tl.arange(0, BLOCK_K)
@@ -259,7 +259,7 @@ def dequant_matmul_decode(x, w_packed, scales, zeros, bits, group_size, bias=Non
     """y [M, N] = x [M, K] @ dequant(W).T (+ bias) for M <= cfg.block_m (16) with the GEMV
     kernel: one launch, no split-K, x.dtype fp16 or bf16, cfg.block_k dividing the group."""
     m, n, k = check_dequant_matmul_args(x, w_packed, scales, zeros, bits, group_size, bias)
-    if cfg.kernel != "decode" or m > cfg.block_m or x.dtype not in _MAGIC or (
+    if cfg.kernel != "decode" or x.dtype not in _MAGIC or (
             group_size < k and group_size % cfg.block_k) or cfg.block_k * bits < 4 * 32:
         raise ValueError(f"decode kernel: expected M <= block_m {cfg.block_m}, fp16/bf16 x, block_k "
                          f"dividing group_size and holding >= 4 words per row; found M={m}, {x.dtype}, block_k {cfg.block_k}, "
@@ -267,7 +267,7 @@ def dequant_matmul_decode(x, w_packed, scales, zeros, bits, group_size, bias=Non
     pattern, base, widest = _MAGIC[x.dtype]
     magic = bits <= widest
     y = torch.empty(m, n, device=x.device, dtype=x.dtype)
-    launch(gemv_a16_kernel, (triton.cdiv(n, cfg.block_n),),
+    launch(gemv_a16_kernel, (triton.cdiv(n, cfg.block_n), triton.cdiv(m, cfg.block_m)),
            (x, w_packed, scales, zeros, bias, y, m, n, k, w_packed.shape[1],
             x.stride(0), w_packed.stride(0), scales.stride(0), y.stride(0)),
            BITS=bits, GROUP_SIZE=min(group_size, k), HAS_ZEROS=zeros is not None, HAS_BIAS=bias is not None,

@@ -65,7 +65,7 @@ def _fit_block_k(cfg: A16Config, group_size: int, k: int, bits: int) -> A16Confi
     """Shrink BLOCK_K (not below 16) until it divides the group size, so each K block lies
     in one group and the scale can multiply the fp32 dot result. Tile kernel: when no such
     block exists (group size not a multiple of 16) it scales each element instead; decode
-    kernel: the 16-row tile kernel takes over (it needs BLOCK_K | group)."""
+    kernel: the tile kernel takes over when no BLOCK_K of >= 4 words divides the group."""
     if cfg.kernel == "dequant_torch" or group_size >= k:
         return cfg
     bk = cfg.block_k
@@ -73,8 +73,10 @@ def _fit_block_k(cfg: A16Config, group_size: int, k: int, bits: int) -> A16Confi
         bk //= 2
     if group_size % bk == 0 and (cfg.kernel == "tile" or bk >= 128 // bits):
         return cfg.replace(block_k=bk)
-    if cfg.kernel == "decode":  # the GEMV needs >= 4 words per row and block
-        return A16Config("tile", cfg.max_m, block_m=16, block_n=64, block_k=64, num_stages=4)
+    if cfg.kernel == "decode":  # it needs >= 4 words per row and block: the tile kernel takes over
+        tile = A16Config("tile", cfg.max_m, block_m=min(64, max(16, cfg.block_m)), block_n=64, block_k=64,
+                         num_stages=3)
+        return _fit_block_k(tile, group_size, k, bits)
     return cfg
 
 

@@ -14,32 +14,34 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @pytest.mark.parametrize("m, kernel", [(1, "decode"), (3, "decode"), (8, "decode"), (16, "decode"),
-                                       (17, "tile"), (33, "tile"), (64, "tile"), (1024, "tile"),
+                                       (17, "decode"), (33, "decode"), (64, "decode"), (1024, "decode"),
                                        (1025, "dequant_torch"), (8192, "dequant_torch")])
 def test_default_table_kernel_by_m(m, kernel):
     cfg = dispatch.select_a16_config(m, 4096, 4096, 128, DEFAULT_A16_TABLE, n_sm=132)
     assert cfg.kernel == kernel
     if kernel == "decode":
-        # one launch per linear: tokens padded to the MMA's 8 or 16 columns, K never split
-        assert cfg.block_m in (8, 16) and cfg.block_m >= m and cfg.split_k == 1
+        # one launch per linear, K never split; up to M=16 one token tile (padded to 8 or 16)
+        assert cfg.split_k == 1 and (m > 16 or cfg.block_m in (8, 16) and cfg.block_m >= m)
 
 
 def test_split_k_fills_the_gpu_only_when_needed():
-    table = DEFAULT_A16_TABLE
+    table = (A16Config("decode", max_m=16, block_m=16, block_n=32), A16Config("tile", max_m=None, block_m=32))
     # tile kernel, M=32 on 8192x8192: 128 tiles cannot fill 132 SMs twice, K has 128 blocks to share
     assert dispatch.select_a16_config(32, 8192, 8192, 128, table, n_sm=132).split_k > 1
     # a short K leaves nothing to split; a wide grid needs no split; decode never splits
     assert dispatch.select_a16_config(32, 8192, 256, 128, table, n_sm=132).split_k == 1
     assert dispatch.select_a16_config(1, 8192, 8192, 128, table, n_sm=132).split_k == 1
-    assert dispatch.select_a16_config(1024, 8192, 8192, 128, table, n_sm=132).split_k == 1  # 512 tiles
+    assert dispatch.select_a16_config(8192, 8192, 8192, 128, table, n_sm=132).split_k == 1  # 8192 tiles
 
 
-@pytest.mark.parametrize("group_size, block_k", [(128, 64), (32, 32), (16, 16), (40, 64), (4096, 64)])
-def test_tile_block_k_fitted_to_group(group_size, block_k):
-    # BLOCK_K shrinks to divide the group (scale after the dot); 40 has no such block >= 16,
-    # per-channel (G >= K) needs none
+@pytest.mark.parametrize("group_size, kernel, block_k", [(128, "decode", 64), (32, "decode", 32),
+                                                         (16, "tile", 16), (40, "tile", 64), (4096, "decode", 64)])
+def test_block_k_fitted_to_group(group_size, kernel, block_k):
+    # M=64 row: BLOCK_K 64; it shrinks to divide the group (scale after the dot); decode needs >= 4
+    # words (32 values at 4 bits), so g16 goes to the tile kernel; 40 has no block >= 16
+    # (tile kernel, per-element scales); per-channel (G >= K) needs none
     cfg = dispatch.select_a16_config(64, 4096, 4096, group_size, DEFAULT_A16_TABLE, n_sm=132)
-    assert cfg.kernel == "tile" and cfg.block_k == block_k
+    assert cfg.kernel == kernel and cfg.block_k == block_k
 
 
 def _case_args(m, dtype=torch.float16, n=48, k=200, bits=4, group_size=64):
@@ -49,22 +51,24 @@ def _case_args(m, dtype=torch.float16, n=48, k=200, bits=4, group_size=64):
     return case, x, bias
 
 
-@pytest.mark.parametrize("m, launcher", [(1, "dequant_matmul_decode"), (3, "dequant_matmul_decode"),
-                                         (17, "dequant_matmul_tile")])
-def test_dispatch_runs_the_chosen_kernel(m, launcher, monkeypatch, rng_seed):
+@pytest.mark.parametrize("m, launcher, group_size", [(1, "dequant_matmul_decode", 64), (3, "dequant_matmul_decode", 64),
+                                                     (17, "dequant_matmul_decode", 64), (17, "dequant_matmul_tile", 40)])
+def test_dispatch_runs_the_chosen_kernel(m, launcher, group_size, monkeypatch, rng_seed):
     import qrt_kernels.dequant_matmul as dm
     calls = []
     real = getattr(dm, launcher)
     monkeypatch.setattr(dm, launcher, lambda *a, **kw: calls.append(kw["cfg"]) or real(*a, **kw))
-    case, x, bias = _case_args(m)
+    case, x, bias = _case_args(m, group_size=group_size)
     args = [case.w_packed, case.scales, case.zeros]
-    y = dispatch.dequant_matmul(x.to(DEVICE), *[t.to(DEVICE) for t in args], 4, 64, bias.to(DEVICE)).cpu()
+    y = dispatch.dequant_matmul(x.to(DEVICE), *[t.to(DEVICE) for t in args], 4, group_size, bias.to(DEVICE)).cpu()
     assert len(calls) == 1
-    twin = dequant_matmul_ref(x, *args, 4, 64, bias)
+    twin = dequant_matmul_ref(x, *args, 4, group_size, bias)
     _, s = reference64(x, case, bias)
     # both accumulate in fp32 from exact weights, then round to fp16 (module docstring of
-    # test_dequant_matmul.py: 2 gamma_K S + 2 u |y|)
-    tol = 2 * 200 * FP32_UNIT * s + 2 * UNIT_ROUNDOFF[torch.float16] * twin.double().abs()
+    # test_dequant_matmul.py: 2 gamma_K S + 2 u |y|); g40: the tile kernel scales each
+    # element and rounds the weight to fp16 before the MMA (+ u S)
+    u = UNIT_ROUNDOFF[torch.float16]
+    tol = 2 * 200 * FP32_UNIT * s + 2 * u * twin.double().abs() + (u * s if group_size % 16 else 0)
     assert_within(y, twin, tol, f"dispatch M={m}")
 
 
