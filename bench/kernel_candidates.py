@@ -144,7 +144,7 @@ def build_candidates(n: int, k: int, schemes: list[str], device: torch.device,
         dispatch = None
     lin = nn.Linear(k, n, bias=False, device=device, dtype=dtype)  # kaiming-uniform: random, not zeros
     cands = [_matmul_candidate(f"torch_{DTYPE_NAMES[dtype]}", lin.weight.detach(), device, n, k)]
-    if device.type == "cuda":
+    if device.type == "cuda" and dtype != torch.bfloat16:  # cuBLAS bf16 always sits beside the kernels
         cands.append(_matmul_candidate("torch_bf16", lin.weight.detach().bfloat16(), device, n, k))
     layers = {}
     for scheme in schemes:

@@ -27,7 +27,7 @@ class A16Config:
     """One row of the table: the kernel and blocks used for every M <= max_m.
 
     kernel: "decode" (GEMV: BLOCK_N weight rows per program over all of K, tokens padded to
-      BLOCK_M = 16 MMA columns, one launch, for M <= 16),
+      BLOCK_M = 8 or 16 MMA columns, one launch, for M <= 16),
       "tile" (tensor-core tile GEMM) or "dequant_torch" (dequantize W once, then torch's
       matmul: cuBLAS past the crossover M). max_m None: every larger M (the last row).
     split_k: K slices reduced with fp32 atomics (tile kernel only; decode is one slice);
@@ -55,8 +55,10 @@ class A16Config:
         for f in ("block_m", "block_n", "block_k", "num_warps"):
             if not _pow2(getattr(self, f)):
                 bad(f, "a power of two")
-        if self.kernel in ("tile", "decode") and min(self.block_m, self.block_n, self.block_k) < 16:
-            bad("block_m", "blocks >= 16 for the tile and decode kernels (tl.dot's minimum)")
+        if self.kernel == "tile" and min(self.block_m, self.block_n, self.block_k) < 16:
+            bad("block_m", "blocks >= 16 for the tile kernel (tl.dot's minimum)")
+        if self.kernel == "decode" and (self.block_m < 8 or self.block_n < 16):
+            bad("block_m", "block_m >= 8 (the MMA's 8 columns) and block_n >= 16 for the decode kernel")
         if self.block_k < 16:
             bad("block_k", ">= 16 (one int32 word holds up to 16 values)")
         if self.split_k is not None and not (isinstance(self.split_k, int) and self.split_k >= 1):
@@ -73,11 +75,13 @@ class A16Config:
 
 
 # Untuned defaults (no GPU was available to tune them; chosen on the static sm_90 report,
-# bench/gpu_static.py): the GEMV kernel up to M=16 (one launch, tokens padded to the MMA's 16
-# columns: the padding costs no bytes), tile GEMM up to M=1024, then dequantize once + cuBLAS
+# bench/gpu_static.py): the GEMV kernel up to M=16 (one launch, tokens padded to the MMA's 8
+# or 16 columns: the padding costs no bytes; 32 weight rows per one-warp program measured
+# fewest instructions per weight byte), tile GEMM up to M=1024, then dequantize once + cuBLAS
 # where the GEMM is compute-bound and the one-off dequantization is amortized.
 DEFAULT_A16_TABLE: tuple[A16Config, ...] = (
-    A16Config("decode", max_m=16, block_m=16, block_n=16, block_k=128, num_warps=1, num_stages=3),
+    A16Config("decode", max_m=8, block_m=8, block_n=32, block_k=256, num_warps=1, num_stages=2),
+    A16Config("decode", max_m=16, block_m=16, block_n=32, block_k=256, num_warps=1, num_stages=2),
     A16Config("tile", max_m=64, block_m=32, block_n=64, block_k=64, num_stages=4),
     A16Config("tile", max_m=256, block_m=64, block_n=128, block_k=64, num_stages=3),
     A16Config("tile", max_m=1024, block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3),

@@ -76,13 +76,19 @@ def _store_output(acc, y_ptr, bias_ptr, offs_m, offs_n, M, N, stride_ym, stride_
 @triton.jit
 def _unpack_pairs(words, zsub, BITS: tl.constexpr, MAGIC: tl.constexpr, MAGIC_BASE: tl.constexpr,
                   DTYPE: tl.constexpr):
-    """words int32 [R, W] -> DTYPE [R, W * 32 / BITS] of q - z, in K order. Values i and
-    i + HALF of a word sit 16 bits apart, so one shift and one mask give both.
+    """words int32 [R, W] (W a multiple of 4) -> DTYPE [R, W * 32 / BITS] of q - z, in
+    "MMA order" (below). Values i and i + HALF of a word sit 16 bits apart, so one shift
+    and one mask give both, as one (lo, hi) pair of 16-bit halves.
 
     MAGIC (Marlin's trick): OR-ing the bits of the float MAGIC_BASE (128 in bf16, 1024 in
     fp16) above a value u makes the 16-bit half exactly MAGIC_BASE + u, so no int-to-float
     conversion runs; subtracting zsub = MAGIC_BASE + 2^(BITS-1) (+ zero point) leaves q - z,
-    an integer and exact. Without MAGIC (8-bit values in bf16) the halves convert in fp32."""
+    an integer and exact. Without MAGIC (8-bit values in bf16) the halves convert in fp32.
+
+    MMA order: word w = 4b + c, pair i, half h goes to column 4*PER_WORD*b + 8i + 2c + h.
+    A 16x16 MMA fragment gives each thread columns 2c, 2c+1, 2c+8, 2c+9 of a row, so each
+    thread unpacks whole words it owns (no word is loaded or shifted twice); the dot's K
+    order is free as long as x follows it (_x_in_mma_order)."""
     PER_WORD: tl.constexpr = 32 // BITS
     HALF: tl.constexpr = PER_WORD // 2
     shifts = tl.arange(0, HALF) * BITS
@@ -94,9 +100,24 @@ def _unpack_pairs(words, zsub, BITS: tl.constexpr, MAGIC: tl.constexpr, MAGIC_BA
     else:
         lo = ((pair & 0xFFFF).to(tl.float32) + MAGIC_BASE).to(DTYPE)
         hi = ((pair >> 16).to(tl.float32) + MAGIC_BASE).to(DTYPE)
-    # [R, W, HALF, 2] -> [R, W, 2, HALF]: each word's values back in K order (in registers)
-    q = tl.permute(tl.join(lo - zsub, hi - zsub), (0, 1, 3, 2))
-    return tl.reshape(q, (words.shape[0], words.shape[1] * PER_WORD))
+    rows: tl.constexpr = words.shape[0]
+    chunks: tl.constexpr = words.shape[1] // 4
+    q = tl.reshape(tl.join(lo - zsub, hi - zsub), (rows, chunks, 4, HALF, 2))   # [R, b, c, i, h]
+    q = tl.permute(q, (0, 1, 3, 2, 4))                                          # [R, b, i, c, h]
+    return tl.reshape(q, (rows, words.shape[1] * PER_WORD))
+
+
+@triton.jit
+def _x_in_mma_order(x, BITS: tl.constexpr):
+    """x [M, BLOCK_K] in K order -> [BLOCK_K, M] in the MMA order of _unpack_pairs: natural
+    k = PER_WORD*(4b + c) + HALF*h + i goes to column 4*PER_WORD*b + 8i + 2c + h."""
+    PER_WORD: tl.constexpr = 32 // BITS
+    HALF: tl.constexpr = PER_WORD // 2
+    rows: tl.constexpr = x.shape[0]
+    cols: tl.constexpr = x.shape[1]
+    x = tl.reshape(x, (rows, cols // (4 * PER_WORD), 4, 2, HALF))   # [M, b, c, h, i]
+    x = tl.permute(x, (0, 1, 4, 2, 3))                               # [M, b, i, c, h]
+    return tl.trans(tl.reshape(x, (rows, cols)))
 
 
 @triton.jit
@@ -125,7 +146,7 @@ def gemv_a16_kernel(
     offs_w = tl.arange(0, WORDS)
     mask_n = offs_n < N
     offs_k = tl.arange(0, BLOCK_K)
-    x_cols = x_ptr + offs_m[None, :] * stride_xm + offs_k[:, None]
+    x_rows = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :]
     w_rows = w_ptr + offs_n[:, None] * stride_wn + offs_w[None, :]
     dtype = x_ptr.dtype.element_ty
     zsub = tl.full((BLOCK_N, 1, 1), MAGIC_BASE + (1 << (BITS - 1)), tl.float32).to(dtype)
@@ -143,9 +164,10 @@ def gemv_a16_kernel(
             zsub = (MAGIC_BASE + (1 << (BITS - 1)) + z).to(dtype)[:, None, None]
         q = _unpack_pairs(words, zsub, BITS, MAGIC, MAGIC_BASE, dtype)
         if EVEN_K:
-            xt = tl.load(x_cols + k0, mask=offs_m[None, :] < M, other=0.0)
+            xk = tl.load(x_rows + k0, mask=offs_m[:, None] < M, other=0.0)
         else:
-            xt = tl.load(x_cols + k0, mask=(offs_m[None, :] < M) & (k0 + offs_k[:, None] < K), other=0.0)
+            xk = tl.load(x_rows + k0, mask=(offs_m[:, None] < M) & (k0 + offs_k[None, :] < K), other=0.0)
+        xt = _x_in_mma_order(xk, BITS)
         # the block lies in one group: q - z (exact in fp16/bf16) through the MMA, the
         # group's scale on the fp32 sum
         s = tl.load(scales_ptr + offs_n * stride_sn + g, mask=mask_n, other=0.0).to(tl.float32)
@@ -238,9 +260,9 @@ def dequant_matmul_decode(x, w_packed, scales, zeros, bits, group_size, bias=Non
     kernel: one launch, no split-K, x.dtype fp16 or bf16, cfg.block_k dividing the group."""
     m, n, k = check_dequant_matmul_args(x, w_packed, scales, zeros, bits, group_size, bias)
     if cfg.kernel != "decode" or m > cfg.block_m or x.dtype not in _MAGIC or (
-            group_size < k and group_size % cfg.block_k) or cfg.block_k * bits < 32:
+            group_size < k and group_size % cfg.block_k) or cfg.block_k * bits < 4 * 32:
         raise ValueError(f"decode kernel: expected M <= block_m {cfg.block_m}, fp16/bf16 x, block_k "
-                         f"dividing group_size; found M={m}, {x.dtype}, block_k {cfg.block_k}, "
+                         f"dividing group_size and holding >= 4 words per row; found M={m}, {x.dtype}, block_k {cfg.block_k}, "
                          f"group_size {group_size}, kernel {cfg.kernel!r}")
     pattern, base, widest = _MAGIC[x.dtype]
     magic = bits <= widest

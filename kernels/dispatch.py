@@ -61,7 +61,7 @@ def _auto_split_k(m: int, n: int, k: int, cfg: A16Config, n_sm: int) -> int:
     return split
 
 
-def _fit_block_k(cfg: A16Config, group_size: int, k: int) -> A16Config:
+def _fit_block_k(cfg: A16Config, group_size: int, k: int, bits: int) -> A16Config:
     """Shrink BLOCK_K (not below 16) until it divides the group size, so each K block lies
     in one group and the scale can multiply the fp32 dot result. Tile kernel: when no such
     block exists (group size not a multiple of 16) it scales each element instead; decode
@@ -71,19 +71,19 @@ def _fit_block_k(cfg: A16Config, group_size: int, k: int) -> A16Config:
     bk = cfg.block_k
     while bk > 16 and group_size % bk:
         bk //= 2
-    if group_size % bk == 0:
+    if group_size % bk == 0 and (cfg.kernel == "tile" or bk >= 128 // bits):
         return cfg.replace(block_k=bk)
-    if cfg.kernel == "decode":
+    if cfg.kernel == "decode":  # the GEMV needs >= 4 words per row and block
         return A16Config("tile", cfg.max_m, block_m=16, block_n=64, block_k=64, num_stages=4)
     return cfg
 
 
 def select_a16_config(m: int, n: int, k: int, group_size: int, table: tuple[A16Config, ...],
-                      n_sm: int) -> A16Config:
+                      n_sm: int, bits: int = 4) -> A16Config:
     """The table row for M, with split_k resolved and BLOCK_K fitted to the group size.
     The decode kernel never splits K (one launch per linear, no atomics)."""
     cfg = next(row for row in table if row.max_m is None or m <= row.max_m)
-    cfg = _fit_block_k(cfg, group_size, k)
+    cfg = _fit_block_k(cfg, group_size, k, bits)
     if cfg.kernel == "decode":
         return cfg.replace(split_k=1)
     if cfg.kernel == "tile" and cfg.split_k is None:
@@ -91,10 +91,10 @@ def select_a16_config(m: int, n: int, k: int, group_size: int, table: tuple[A16C
     return cfg
 
 
-def a16_config_for(x: torch.Tensor, n: int, group_size: int) -> A16Config:
+def a16_config_for(x: torch.Tensor, n: int, group_size: int, bits: int) -> A16Config:
     """The config dequant_matmul uses for x [M, K] against an N-row weight on x's device."""
     name, n_sm = _device_info(x.device)
-    return select_a16_config(x.shape[0], n, x.shape[1], group_size, a16_table_for(name), n_sm)
+    return select_a16_config(x.shape[0], n, x.shape[1], group_size, a16_table_for(name), n_sm, bits)
 
 
 def dequant_matmul(x: torch.Tensor, w_packed: torch.Tensor, scales: torch.Tensor,
@@ -114,7 +114,7 @@ def dequant_matmul(x: torch.Tensor, w_packed: torch.Tensor, scales: torch.Tensor
     # imported here: triton exists only on Linux x86_64, and the CPU path above needs none
     from .dequant import dequant_weight
     from .dequant_matmul import dequant_matmul_decode, dequant_matmul_tile
-    cfg = a16_config_for(x, n, group_size)
+    cfg = a16_config_for(x, n, group_size, bits)
     # fp32 activations: no fp32 tensor-core path worth having (an FMA dot spills); the
     # dequantized weight and torch's matmul (TF32 if the user allows it) are the fast route
     if cfg.kernel == "decode" and x.dtype != torch.float32:
@@ -130,7 +130,8 @@ def dequant_matmul(x: torch.Tensor, w_packed: torch.Tensor, scales: torch.Tensor
 # a8_matmul, a8_gemv; Python entry points: quant_per_token, quant_static, int8_matmul,
 # w4a8_matmul, a8_gemv, a8_linear (picks fused GEMV or quantize + tensor-core GEMM by M).
 # Block configs below are UNTUNED: no GPU was available when they were written; they
-# follow the Triton tutorial's shapes (int8 tiles 128 bytes deep along K).
+# follow the Triton tutorial's shapes (int8 tiles 128 bytes deep along K), checked on the
+# static sm_90 report (bench/gpu_static.py: smem, spills, waves on 132 SMs).
 
 A8_GEMV_MAX_M = 4  # tokens up to which the fused quantize+GEMV kernel beats quantize+GEMM
 
@@ -160,8 +161,8 @@ def quant_static(x: torch.Tensor, input_scale: torch.Tensor) -> tuple[torch.Tens
 
 def _a8_gemm_config(m: int, group_size: int) -> dict:
     """Tile shape by M; BLOCK_K must divide the group so each group's int32 sum is whole."""
-    if m <= 16:
-        cfg = dict(block_m=16, block_n=64, block_k=128, num_warps=4, num_stages=4)
+    if m <= 16:  # block_n 16: N=4096 gives 256 programs, >= 1 wave on 132 SMs
+        cfg = dict(block_m=16, block_n=16, block_k=128, num_warps=4, num_stages=4)
     elif m <= 64:
         cfg = dict(block_m=32, block_n=64, block_k=128, num_warps=4, num_stages=4)
     elif m <= 256:

@@ -75,7 +75,7 @@ def _gemv_row(x_row, static_scale_ptr, w_ptr, ws_ptr, bias_ptr, y_row,
             xb = tl.load(x_row + k, mask=k < K, other=0.0).to(tl.float32)
             q = quantize_block(xb, inv, zp, SYMMETRIC) - zp.to(tl.int32)
             q = tl.where(k < K, q, 0)
-            w = load_int_weights(w_ptr, offs_n, k, N, K, stride_wn, stride_wk, W_BITS).to(tl.int32)
+            w = load_int_weights(w_ptr, offs_n, k0, N, K, stride_wn, stride_wk, W_BITS, BLOCK_K).to(tl.int32)
             acc_i += tl.sum(w * q[None, :], axis=1)
         acc += acc_i.to(tl.float32) * tl.load(ws_ptr + offs_n * N_GROUPS + g, mask=mask_n, other=0.0)
 

@@ -25,17 +25,23 @@ from .launch import launch
 
 
 @triton.jit
-def load_int_weights(w_ptr, offs_n, offs_k, N, K, stride_wn, stride_wk, W_BITS: tl.constexpr):
-    """Weight tile [BLOCK_N, BLOCK_K] as int8 signed values; out-of-range entries are 0
-    (unpacked 8-bit) or -8 (packed 4-bit); the matching activations are 0 either way."""
-    mask = (offs_n[:, None] < N) & (offs_k[None, :] < K)
+def load_int_weights(w_ptr, offs_n, k0, N, K, stride_wn, stride_wk, W_BITS: tl.constexpr,
+                     BLOCK_K: tl.constexpr):
+    """Weight tile [BLOCK_N, BLOCK_K] of columns k0 .. k0+BLOCK_K-1 as int8 signed values;
+    out-of-range entries are 0 (unpacked 8-bit) or -8 (packed 4-bit); the matching
+    activations are 0 either way. 4-bit: each int32 word is loaded once and its 8 nibbles
+    (element k at bits 4*(k % 8)) shifted out in registers."""
     if W_BITS == 8:
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask = (offs_n[:, None] < N) & (offs_k[None, :] < K)
         w = tl.load(w_ptr + offs_n[:, None] * stride_wn + offs_k[None, :] * stride_wk, mask=mask, other=0)
     else:
-        # 8 nibbles per int32 word, element k at bits 4*(k % 8); arithmetic >> then & 0xF
-        words = tl.load(w_ptr + offs_n[:, None] * stride_wn + (offs_k[None, :] // 8) * stride_wk,
-                        mask=mask, other=0)
-        w = (((words >> ((offs_k[None, :] % 8) * 4)) & 0xF) - 8).to(tl.int8)
+        offs_w = k0 // 8 + tl.arange(0, BLOCK_K // 8)
+        mask = (offs_n[:, None] < N) & (offs_w[None, :] < tl.cdiv(K, 8))
+        words = tl.load(w_ptr + offs_n[:, None] * stride_wn + offs_w[None, :] * stride_wk, mask=mask, other=0)
+        shifts = tl.arange(0, 8) * 4
+        nibbles = ((words[:, :, None] >> shifts[None, None, :]) & 0xF) - 8    # [BLOCK_N, words, 8]
+        w = tl.reshape(nibbles, (words.shape[0], BLOCK_K)).to(tl.int8)
     return w
 
 
@@ -75,7 +81,7 @@ def _a8_matmul_kernel(
         acc_i = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
         for k0 in range(0, K, BLOCK_K):
             a = tl.load(x_rows + k0 + offs_k[None, :], mask=mask_m[:, None] & (k0 + offs_k[None, :] < K), other=0)
-            b = load_int_weights(w_ptr, offs_n, k0 + offs_k, N, K, stride_wn, stride_wk, W_BITS)
+            b = load_int_weights(w_ptr, offs_n, k0, N, K, stride_wn, stride_wk, W_BITS, BLOCK_K)
             acc_i = tl.dot(a, tl.trans(b), acc_i, out_dtype=tl.int32)
         if HAS_XZP:
             acc_i -= xzp[:, None] * tl.load(wsum_ptr + offs_n, mask=mask_n, other=0)[None, :]
@@ -87,7 +93,8 @@ def _a8_matmul_kernel(
             for i in tl.static_range(GROUP_SIZE // BLOCK_K):
                 k = g * GROUP_SIZE + i * BLOCK_K + offs_k
                 a = tl.load(x_rows + k[None, :], mask=mask_m[:, None] & (k[None, :] < K), other=0)
-                b = load_int_weights(w_ptr, offs_n, k, N, K, stride_wn, stride_wk, W_BITS)
+                b = load_int_weights(w_ptr, offs_n, g * GROUP_SIZE + i * BLOCK_K, N, K, stride_wn, stride_wk,
+                                     W_BITS, BLOCK_K)
                 acc_i = tl.dot(a, tl.trans(b), acc_i, out_dtype=tl.int32)
             if HAS_XZP:
                 acc_i -= xzp[:, None] * tl.load(wsum_ptr + offs_n * N_GROUPS + g, mask=mask_n, other=0)[None, :]

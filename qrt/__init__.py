@@ -15,7 +15,7 @@ _EXPORTS = {
     "resolve_scheme": "qrt.schemes",
     "PRESETS": "qrt.schemes",
     "QuantLinear": "qrt.runtime.linear",
-    "use_backend": "qrt.runtime.backends",
+    "use_backend": "qrt.runtime.linear",
     "quantize_model": "qrt.quantize.rtn",
     "save_quantized": "qrt.checkpoint.save",
     "load_quantized": "qrt.hub.load",

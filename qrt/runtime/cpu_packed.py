@@ -6,7 +6,7 @@
 Both kernels are fast only with bfloat16 activations on this kind of CPU (measured on the
 2-core AMD EPYC dev box, 4096x4096, M=1: bf16 ~0.5 ms, fp32 10-15 ms, fp16 50-90 ms, fp32
 F.linear ~4 ms), and they take scales in the activation dtype. So x, the scales and the
-output go through bf16 (relative rounding 2^-9); y is returned in x.dtype.
+output go through bf16 (relative rounding 2^-8); y is returned in x.dtype.
 
 torch's int4 convention is w = (u - 8) * scale + zero with u the unsigned nibble and a float
 zero. Ours is w = (q - z) * s with q = u - 8, i.e. zero = -z * s. For 2/3-bit weights

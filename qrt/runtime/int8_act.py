@@ -7,9 +7,13 @@ Activations: dynamic per-token int8 (scheme "w8a8", "w4a8") or one calibrated pe
 per channel (W8A8) or 4-bit per group (W4A8, torchao's 8da4w); act-order g_idx is
 handled by permuting K once at load (groups become contiguous) and x at run time.
 
-CUDA: torch.ops.qrt.a8_linear (qrt_kernels.ops; the dispatcher picks a fused quantize+GEMV for small M,
-per-token quant + tensor-core int8 GEMM otherwise). CPU: the same numerics in torch,
-int32 dots from torch._int_mm (exact; in torch 2.13 on CPU it takes any M, K, N).
+Backends (qrt.runtime.backends picks one per layer once, at QuantLinear.finalize):
+  triton  CUDA (on the CPU only under TRITON_INTERPRET, when asked for):
+          torch.ops.qrt.a8_linear (qrt_kernels.ops; the dispatcher picks a fused
+          quantize+GEMV for small M, per-token quant + tensor-core int8 GEMM otherwise).
+  int_mm  CPU: the same numerics in torch, int32 dots from torch._int_mm (exact; in torch
+          2.13 on CPU it takes any M, K, N).
+  dense   any device, only when asked for: fp32 math on the dequantized weight and tokens.
 
 inf/NaN in x: the output row of the token holding it is NaN, every other row is exact
 (never silently clipped, never spread). A token of zeros gives exactly the bias.
@@ -19,26 +23,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
+import qrt_kernels.ops  # noqa: F401  (registers torch.ops.qrt.a8_linear; imports no triton)
 from qrt.numerics.packing import pack_int32
+from qrt.runtime.weight_only import triton_interpreted
 from qrt_kernels.reference import group_row_sums, int_matmul_exact, quant_rows_ref
 
 A8_WEIGHT_BITS = (4, 8)
 
 
 @dataclass(frozen=True)
-class A8Runtime:
-    """Runtime tensors built once by prepare_a8 (layer._runtime).
+class A8Weights:
+    """The weight of an int8-activation layer, checked and in group order (built once).
 
-    w: CUDA int8 [N, K] (8-bit) or packed int32 [N, ceil(K/8)] (4-bit, the checkpoint
-       layout); CPU int8 [K, N] (unpacked and transposed for torch._int_mm).
-    w_scales: fp32 [N, G]; group_size: 0 = per channel; perm: int64 [K] or None (act order);
-    w_sums: int32 [N, G] per-group weight row sums, for asymmetric tokens only.
+    q: int8 [N, K]; scales: fp32 [N, G]; group_size: 0 = per channel; perm: int64 [K] or
+    None (act order); w_sums: int32 [N, G] per-group row sums, for asymmetric tokens only.
     """
 
-    w: torch.Tensor
-    w_scales: torch.Tensor
-    w_bits: int
+    q: torch.Tensor
+    scales: torch.Tensor
+    bits: int
     group_size: int
     symmetric: bool
     perm: torch.Tensor | None
@@ -56,8 +61,8 @@ def _act_order_perm(g_idx: torch.Tensor, group_size: int) -> torch.Tensor:
     return perm
 
 
-def prepare_a8(layer) -> A8Runtime:
-    """Unpack / reorder the checkpoint buffers once for the layer's device."""
+def a8_weights(layer) -> A8Weights:
+    """Check the scheme and unpack / reorder the checkpoint buffers once."""
     s = layer.scheme
     if s.bits not in A8_WEIGHT_BITS or not s.symmetric:
         raise ValueError(f"int8-activation layers need symmetric {A8_WEIGHT_BITS}-bit weights, "
@@ -74,15 +79,86 @@ def prepare_a8(layer) -> A8Runtime:
         perm = _act_order_perm(qw.g_idx, gs)
         q = q[:, perm]
     w_sums = None if s.activations.symmetric else group_row_sums(q, gs)
-    scales = qw.scale.float().contiguous()
-    if q.is_cuda:
-        if s.bits == 8:
-            w = q.contiguous()
-        else:
-            w = pack_int32(q, 4) if perm is not None else layer.weight_packed.contiguous()
+    return A8Weights(q, qw.scale.float().contiguous(), s.bits, gs, s.activations.symmetric, perm, w_sums)
+
+
+@dataclass(frozen=True)
+class TritonA8:
+    """Arguments of qrt_kernels.dispatch.a8_linear: w int8 [N, K] (8-bit) or packed int32
+    [N, ceil(K/8)] (4-bit, the checkpoint layout), w_scales fp32 [N, G]."""
+
+    w: torch.Tensor
+    w_scales: torch.Tensor
+    w_bits: int
+    group_size: int
+    symmetric: bool
+    w_sums: torch.Tensor | None
+
+    def matmul(self, x: torch.Tensor, bias: torch.Tensor | None, input_scale) -> torch.Tensor:
+        return torch.ops.qrt.a8_linear(x, self.w, self.w_scales, self.w_bits, self.group_size, bias,
+                                       self.symmetric, input_scale, self.w_sums)
+
+
+@dataclass(frozen=True)
+class IntMMA8:
+    """torch._int_mm per group: w int8 [K, N] (unpacked, transposed), w_scales fp32 [N, G]."""
+
+    w: torch.Tensor
+    w_scales: torch.Tensor
+    group_size: int
+    symmetric: bool
+    w_sums: torch.Tensor | None
+
+    def matmul(self, x: torch.Tensor, bias: torch.Tensor | None, input_scale) -> torch.Tensor:
+        return _linear_a8_int_mm(self, x, input_scale, bias)
+
+
+@dataclass(frozen=True)
+class DenseA8:
+    """The plain-torch reference on any device: tokens through the per-token quantizer's
+    twin, dequantized, times the dequantized weight (fp32 [N, K], cached, original column
+    order) in fp32, the math of QAT's fake-quantized layer; ~1e-6 relative from the exact
+    int32 dots of the other backends (fp32 accumulation)."""
+
+    weight: torch.Tensor
+    symmetric: bool
+
+    def matmul(self, x: torch.Tensor, bias: torch.Tensor | None, input_scale) -> torch.Tensor:
+        xq, sx, zp = quant_rows_ref(x, self.symmetric, input_scale)
+        xd = (xq.float() - zp.float()[:, None]) * sx[:, None]  # zp: 0 for symmetric tokens
+        return F.linear(xd, self.weight, None if bias is None else bias.float()).to(x.dtype)
+
+
+# -- the backends: usable(layer, device) and build(layer) -> (kernel, col_perm) ----------------
+def triton_a8_usable(layer, device: torch.device) -> bool:
+    return device.type == "cuda" or device.type == "cpu" and triton_interpreted()
+
+
+def int_mm_usable(layer, device: torch.device) -> bool:
+    return device.type != "cuda"
+
+
+def build_triton_a8(layer) -> tuple[TritonA8, torch.Tensor | None]:
+    a8 = a8_weights(layer)
+    if a8.bits == 8:
+        w = a8.q.contiguous()
     else:
-        w = q.t().contiguous()
-    return A8Runtime(w, scales, s.bits, gs, s.activations.symmetric, perm, w_sums)
+        w = pack_int32(a8.q, 4) if a8.perm is not None else layer.weight_packed.contiguous()
+    return TritonA8(w, a8.scales, a8.bits, a8.group_size, a8.symmetric, a8.w_sums), a8.perm
+
+
+def dense_a8_usable(layer, device: torch.device) -> bool:
+    return True
+
+
+def build_dense_a8(layer) -> tuple[DenseA8, None]:
+    a8_weights(layer)  # the same scheme checks as the kernels
+    return DenseA8(layer.dequantize_weight(torch.float32), layer.scheme.activations.symmetric), None
+
+
+def build_int_mm(layer) -> tuple[IntMMA8, torch.Tensor | None]:
+    a8 = a8_weights(layer)
+    return IntMMA8(a8.q.t().contiguous(), a8.scales, a8.group_size, a8.symmetric, a8.w_sums), a8.perm
 
 
 def _checked_input_scale(layer) -> torch.Tensor | None:
@@ -130,7 +206,7 @@ def _group_partials(xq: torch.Tensor, w_kn: torch.Tensor, group_size: int, n_gro
         yield _int_mm(xq[:, cols].contiguous() if n_groups > 1 else xq, w_kn[cols])
 
 
-def _linear_a8_cpu(rt: A8Runtime, x: torch.Tensor, input_scale, bias) -> torch.Tensor:
+def _linear_a8_int_mm(rt: IntMMA8, x: torch.Tensor, input_scale, bias) -> torch.Tensor:
     """x [M, K] -> [M, N] in x.dtype; same numerics and fp32 epilogue order as the kernels
     (acc += float(partial_g) * sw[:, g] over groups, then * sx, then + bias)."""
     xq, sx, zp = quant_rows_ref(x, rt.symmetric, input_scale)
@@ -151,15 +227,10 @@ def linear_a8(layer, x: torch.Tensor) -> torch.Tensor:
     """layer: QuantLinear with scheme.activations set; x [..., in] -> [..., out] in x.dtype."""
     if x.shape[-1] != layer.in_features:
         raise ValueError(f"expected x [..., {layer.in_features}], found {tuple(x.shape)}")
-    rt: A8Runtime = layer._runtime
+    rt = layer._runtime
     input_scale = _checked_input_scale(layer)
     x2 = x.reshape(-1, x.shape[-1])
-    if rt.perm is not None:
-        x2 = x2[:, rt.perm]
-    if x2.is_cuda:
-        import qrt_kernels.ops  # noqa: F401  (registers torch.ops.qrt.a8_linear)
-        y = torch.ops.qrt.a8_linear(x2, rt.w, rt.w_scales, rt.w_bits, rt.group_size, layer.bias,
-                                    rt.symmetric, input_scale, rt.w_sums)
-    else:
-        y = _linear_a8_cpu(rt, x2, input_scale, layer.bias)
+    if rt.col_perm is not None:
+        x2 = x2[:, rt.col_perm]
+    y = rt.kernel.matmul(x2, layer.bias, input_scale)
     return y.reshape(*x.shape[:-1], layer.out_features)

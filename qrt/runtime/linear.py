@@ -16,8 +16,9 @@ from torch import nn
 
 from qrt.numerics.packing import pack_int32, packed_words, unpack_int32
 from qrt.numerics.quant import QuantizedWeight, dequantize, quantize_weight
-from qrt.runtime.int8_act import linear_a8, prepare_a8
-from qrt.runtime.weight_only import linear_a16, prepare_a16
+from qrt.runtime.backends import prepare_runtime
+from qrt.runtime.int8_act import linear_a8
+from qrt.runtime.weight_only import linear_a16
 from qrt.schemes import QuantScheme, resolve_scheme
 
 
@@ -128,21 +129,19 @@ class QuantLinear(nn.Module):
 
     # -- forward ---------------------------------------------------------------------------
     def finalize(self, backend: str | None = None) -> None:
-        """Repack the checkpoint buffers once for the backend of their device (Triton layout
-        on CUDA, torch's packed formats on CPU). Call after the buffers are filled (the
-        loader does); forward calls it again if the buffers moved to another device.
+        """Repack the checkpoint buffers once for a backend of their device (Triton layout
+        on CUDA, torch's packed formats on CPU), chosen by qrt.runtime.backends. Call after
+        the buffers are filled (the loader does); forward calls it again if the buffers
+        moved to another device, keeping the backend asked for.
 
-        backend (weight-only layers): None picks the fastest for the device; "dense" keeps
+        backend: None picks the fastest for the device. Weight-only layers: "dense" keeps
         the layer's own dtype end to end (the CPU packed kernels "int4pack"/"int8pack"
-        compute in bfloat16, relative rounding 2^-9, because that is their only fast path).
+        compute in bfloat16, relative rounding 2^-8, because that is their only fast path),
+        "triton". int8-activation layers: "triton", "int_mm" (torch, CPU), "dense" (fp32
+        reference math, any device). A backend that
+        cannot serve the layer raises ValueError naming the usable ones.
         """
-        if self.scheme.activations is not None:
-            if backend is not None:
-                raise ValueError(f"backend: int8-activation layers choose their kernels by device, "
-                                 f"found backend={backend!r}")
-            self._runtime = prepare_a8(self)
-        else:
-            self._runtime = prepare_a16(self, backend=backend)
+        self._runtime = prepare_runtime(self, backend)
         self._backend_choice = backend
         self._runtime_device = self.weight_packed.device
 
@@ -152,3 +151,20 @@ class QuantLinear(nn.Module):
         if self.scheme.activations is not None:
             return linear_a8(self, x)
         return linear_a16(self, x)
+
+
+def use_backend(model: nn.Module, backend: str | None) -> nn.Module:
+    """Re-finalize every QuantLinear with `backend` (None: fastest for the device).
+    "dense" serves every layer: weight-only ones exactly in the model dtype, int8-activation
+    ones in fp32 on the dequantized weight and tokens. Weight-only layers also take
+    "int4pack"/"int8pack" (torch's CPU packed kernels, bf16 math) and "triton";
+    int8-activation layers "triton" and "int_mm".
+    A layer the backend cannot serve raises ValueError naming it and the usable ones.
+    Returns the model."""
+    for name, m in model.named_modules():
+        if isinstance(m, QuantLinear):
+            try:
+                m.finalize(backend=backend)
+            except ValueError as e:
+                raise ValueError(f"layer '{name}': {e}") from None
+    return model

@@ -1,6 +1,7 @@
 """Weight-only forward (WxA16): y = x @ dequant(W).T + b.
 
-`prepare_a16(layer)` runs once (QuantLinear.finalize) and picks a backend by device:
+Backends (qrt.runtime.backends picks one per layer once, at QuantLinear.finalize; None = the
+first usable one for the buffers' device, in this order):
   triton    CUDA (and meta: shapes only): torch.ops.qrt.dequant_matmul on the checkpoint's
             packed weight as is; 3-bit weights widened to 4-bit once (same integers).
   int4pack  CPU, <= 4-bit with groups of a multiple of 32 or per-channel (qrt.runtime.cpu_packed).
@@ -29,8 +30,6 @@ from qrt.numerics.act_order import group_order
 from qrt.numerics.packing import pack_int32, packed_words, unpack_int32
 from qrt.runtime.cpu_packed import Int4PackCPU, Int8PackCPU, int4pack_group
 
-A16_BACKENDS = ("triton", "int4pack", "int8pack", "dense")
-
 
 @dataclass(frozen=True)
 class TritonA16:
@@ -58,31 +57,38 @@ class DenseA16:
         return F.linear(x, self.weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
 
 
-@dataclass(frozen=True)
-class A16Runtime:
-    """layer._runtime: the backend's tensors, and the act-order column permutation of x."""
-
-    backend: str
-    kernel: TritonA16 | Int4PackCPU | Int8PackCPU | DenseA16
-    col_perm: torch.Tensor | None
-
-
-def usable_a16_backends(layer, regular_groups: bool) -> tuple[str, ...]:
-    """The backends that can serve this layer on its buffers' device, best first."""
-    s, device = layer.scheme, layer.weight_packed.device.type
-    usable = []
-    if regular_groups and (device in ("cuda", "meta") or device == "cpu" and _triton_interpreted()):
-        usable.append("triton")
-    if regular_groups and device == "cpu":
-        if s.bits <= 4 and int4pack_group(layer.group_size, layer.in_features) is not None:
-            usable.append("int4pack")
-        if s.bits == 8 and s.num_groups(layer.in_features) == 1:
-            usable.append("int8pack")
-    return tuple(usable) + ("dense",)
-
-
-def _triton_interpreted() -> bool:
+# -- the backends: usable(layer, device) and build(layer) -> (kernel, col_perm) ----------------
+# (qrt.runtime.backends lists them in order of preference and picks one per layer)
+def triton_interpreted() -> bool:
+    """Triton kernels run on the CPU under TRITON_INTERPRET=1 (tests only, never by default)."""
     return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _regular_groups(layer) -> bool:
+    return group_order(layer.weight_g_idx, layer.in_features, layer.group_size)[1]
+
+
+def triton_usable(layer, device: torch.device) -> bool:
+    return _regular_groups(layer) and (device.type in ("cuda", "meta") or
+                                       device.type == "cpu" and triton_interpreted())
+
+
+def int4pack_usable(layer, device: torch.device) -> bool:
+    return device.type == "cpu" and layer.scheme.bits <= 4 and _regular_groups(layer) and \
+        int4pack_group(layer.group_size, layer.in_features) is not None
+
+
+def int8pack_usable(layer, device: torch.device) -> bool:
+    return device.type == "cpu" and layer.scheme.bits == 8 and \
+        layer.scheme.num_groups(layer.in_features) == 1 and _regular_groups(layer)
+
+
+def dense_usable(layer, device: torch.device) -> bool:
+    return True
+
+
+def _col_perm(layer) -> torch.Tensor | None:
+    return group_order(layer.weight_g_idx, layer.in_features, layer.group_size)[0]
 
 
 def _grouped_q(layer, col_perm: torch.Tensor | None) -> torch.Tensor:
@@ -104,28 +110,24 @@ def _triton_weight(layer, col_perm: torch.Tensor | None) -> TritonA16:
     return TritonA16(w, scale.contiguous(), zero, kernel_bits, layer.group_size)
 
 
-def prepare_a16(layer, backend: str | None = None) -> A16Runtime:
-    """Build the runtime tensors of a weight-only QuantLinear once (layer._runtime).
-    backend: force one of A16_BACKENDS (tests); None chooses by device."""
-    col_perm, regular = group_order(layer.weight_g_idx, layer.in_features, layer.group_size)
-    usable = usable_a16_backends(layer, regular)
-    if backend is None:  # the interpreted Triton path is for tests only, never chosen by itself
-        backend = next(b for b in usable if b != "triton" or layer.weight_packed.device.type != "cpu")
-    if backend not in usable:
-        raise ValueError(f"backend: expected one of {usable} for this layer "
-                         f"(w{layer.scheme.bits}, group {layer.group_size}, device "
-                         f"{layer.weight_packed.device.type}, regular groups {regular}), found {backend!r}")
-    if backend == "dense":
-        return A16Runtime(backend, DenseA16(layer.dequantize_weight(layer.dtype)), None)
-    if backend == "triton":
-        return A16Runtime(backend, _triton_weight(layer, col_perm), col_perm)
-    scale, zero = layer.qparams()
+def build_triton(layer) -> tuple[TritonA16, torch.Tensor | None]:
+    col_perm = _col_perm(layer)
+    return _triton_weight(layer, col_perm), col_perm
+
+
+def build_int4pack(layer) -> tuple[Int4PackCPU, torch.Tensor | None]:
+    col_perm, (scale, zero) = _col_perm(layer), layer.qparams()
     q = _grouped_q(layer, col_perm)
-    if backend == "int4pack":
-        kernel = Int4PackCPU.build(q, scale, zero, layer.scheme.bits, layer.group_size)
-    else:
-        kernel = Int8PackCPU.build(q, scale, zero)
-    return A16Runtime(backend, kernel, col_perm)
+    return Int4PackCPU.build(q, scale, zero, layer.scheme.bits, layer.group_size), col_perm
+
+
+def build_int8pack(layer) -> tuple[Int8PackCPU, torch.Tensor | None]:
+    col_perm, (scale, zero) = _col_perm(layer), layer.qparams()
+    return Int8PackCPU.build(_grouped_q(layer, col_perm), scale, zero), col_perm
+
+
+def build_dense(layer) -> tuple[DenseA16, None]:
+    return DenseA16(layer.dequantize_weight(layer.dtype)), None
 
 
 def linear_a16(layer, x: torch.Tensor) -> torch.Tensor:

@@ -11,9 +11,8 @@ import torch
 from tiny_models import FAMILIES
 
 from qrt import load_quantized, quantize_model, save_quantized
-from qrt.runtime.backends import use_backend
 from qrt.runtime.embedding import QuantEmbedding
-from qrt.runtime.linear import QuantLinear
+from qrt.runtime.linear import QuantLinear, use_backend
 
 
 def fake_quant_float64(fp_model, qmodel):

@@ -15,7 +15,7 @@ from qrt.runtime.linear import QuantLinear
 # range is far above that and far below one quantization step of one weight (scales here
 # are 1e-3..2e-2, moving logits by ~1e-3 of their range or more).
 READ_TOL_OF_RANGE = 1e-4
-# The real forward: the CPU packed kernels round x, scales and y to bfloat16 (2^-9
+# The real forward: the CPU packed kernels round x, scales and y to bfloat16 (2^-8
 # relative): up to ~1e-2 of the range on tiny models; a swapped, transposed or misread
 # layer moves logits by O(range).
 KERNEL_TOL_OF_RANGE = 3e-2

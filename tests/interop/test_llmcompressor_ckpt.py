@@ -41,7 +41,7 @@ EXPECTED = {
 # ~1e-6 relative); 1e-4 of the logits' range is far above that and far below the
 # quantization's own effect (asserted: under a tenth of it).
 READ_TOL_OF_RANGE = 1e-4
-# The real forward: the CPU packed kernels round x, scales and y to bfloat16 (2^-9
+# The real forward: the CPU packed kernels round x, scales and y to bfloat16 (2^-8
 # relative), ~1e-2 of the range on tiny models; a misread layer moves logits by O(range).
 KERNEL_TOL_OF_RANGE = 3e-2
 

@@ -19,6 +19,7 @@ INTERPRETED = not torch.cuda.is_available()
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 N, K = 80, 200
 DECODE = A16Config("decode", None, block_m=16, block_n=16, block_k=64, num_warps=1, split_k=1)
+DECODE_8 = DECODE.replace(block_m=8, block_n=32)  # the default table's M <= 8 shape
 TILE = A16Config("tile", None, block_m=16, block_n=64, block_k=64, split_k=1)
 
 
@@ -55,6 +56,8 @@ def _kernel_vs_twin(kernel, case, x, bias, weight_rounded=False, cfg=None):
 def test_kernels_match_twin_over_m(kernel, m, rng_seed):
     case, x, bias = _inputs(m, bits=4, group_size=64, asym=True, dtype=torch.float16)
     _kernel_vs_twin(kernel, case, x, bias)
+    if kernel == "decode" and m <= 8:
+        _kernel_vs_twin(kernel, case, x, bias, cfg=DECODE_8)
 
 
 @pytest.mark.parametrize("kernel", ["decode", "tile"])
@@ -88,12 +91,19 @@ def test_tile_per_element_scale_mode(group_size, rng_seed):
     _kernel_vs_twin("tile", case, x, bias, weight_rounded=True)
 
 
-@pytest.mark.parametrize("kernel", ["decode", "tile"])
-def test_one_word_per_block_row(kernel, rng_seed):
-    # BLOCK_K=16 at 2 bits: each block is a single int32 word per weight row
+@pytest.mark.parametrize("kernel, block_k", [("decode", 64), ("tile", 16)])
+def test_fewest_words_per_block_row(kernel, block_k, rng_seed):
+    # 2 bits: the tile kernel's BLOCK_K=16 is a single int32 word per weight row; the decode
+    # kernel's smallest block holds 4 words (one per thread of an MMA fragment row)
     base = DECODE if kernel == "decode" else TILE
-    case, x, bias = _inputs(16 if kernel == "decode" else 17, 2, 16, asym=True, dtype=torch.float16)
-    _kernel_vs_twin(kernel, case, x, bias, cfg=base.replace(block_k=16))
+    case, x, bias = _inputs(16 if kernel == "decode" else 17, 2, block_k, asym=True, dtype=torch.float16)
+    _kernel_vs_twin(kernel, case, x, bias, cfg=base.replace(block_k=block_k))
+
+
+def test_decode_rejects_blocks_under_four_words(rng_seed):
+    case, x, bias = _inputs(4, 2, 16, asym=True, dtype=torch.float16)
+    with pytest.raises(ValueError, match="4 words"):
+        _kernel_vs_twin("decode", case, x, bias, cfg=DECODE.replace(block_k=16))
 
 
 def test_split_k_atomics(rng_seed):

@@ -12,8 +12,7 @@ from qrt.data.text import CALIB_TEXT, read_text, resolve_text_path
 from qrt.data.windows import calibration_windows, sample_windows
 from qrt.quantize.gptq import HessianAccumulator, gptq_quantize_weight
 from qrt.quantize.gptq_model import BlockHessians, capture_block_inputs, gptq_quantize_model
-from qrt.runtime.backends import use_backend
-from qrt.runtime.linear import QuantLinear
+from qrt.runtime.linear import QuantLinear, use_backend
 
 TEXTS = ["The quick brown fox jumps over the lazy dog. " * 8, "GPTQ spreads rounding error. " * 10]
 

@@ -6,8 +6,7 @@ from transformers import AutoModelForCausalLM
 
 from qrt.numerics.quant import compute_qparams, expand_groups
 from qrt.quantize import qat
-from qrt.runtime.backends import use_backend
-from qrt.runtime.linear import QuantLinear
+from qrt.runtime.linear import QuantLinear, use_backend
 from qrt.schemes import resolve_scheme
 
 

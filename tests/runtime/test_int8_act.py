@@ -1,5 +1,7 @@
 """QuantLinear W8A8 / W4A8 forward on the CPU torch path vs float64 math of the same
 quantized numerics (the tokens' int8 values and scales, the layer's stored weights)."""
+import os
+
 import pytest
 import torch
 
@@ -122,3 +124,25 @@ def test_unsupported_weight_bits():
     layer = QuantLinear.from_linear(torch.nn.Linear(64, 8), resolve_scheme("w8a8").replace(bits=2))
     with pytest.raises(ValueError, match="4, 8"):
         layer(torch.randn(1, 64))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1",
+                    reason="the Triton backend runs on the CPU only under TRITON_INTERPRET")
+@pytest.mark.parametrize("scheme", ["w8a8", "w4a8-g32"])
+@pytest.mark.parametrize("m", [1, 33])  # GEMV (fused quantize) and GEMM paths of the dispatch
+def test_triton_backend_through_quantlinear(scheme, m, rng_seed, monkeypatch):
+    """finalize(backend="triton") builds the kernel layout once and forward runs the Triton
+    kernels (here interpreted on the CPU tensors): the same float64 reference and bound."""
+    from qrt_kernels import dispatch
+    calls = []
+    real = dispatch.a8_linear
+    monkeypatch.setattr(dispatch, "a8_linear", lambda *a, **k: calls.append(1) or real(*a, **k))
+    layer = QuantLinear.from_linear(torch.nn.Linear(96, 40), scheme)
+    layer.finalize(backend="triton")
+    x = torch.randn(m, 96)
+    y = layer(x)
+    assert layer._runtime.backend == "triton" and len(calls) == 1
+    y64, bound = reference_y(layer, x)
+    assert ((y.double() - y64).abs() <= bound).all()
+    layer.finalize(backend="int_mm")  # the CPU path: never enters the kernels
+    assert ((layer(x).double() - y64).abs() <= bound).all() and len(calls) == 1

@@ -14,9 +14,9 @@ from packed_cases import FP32_UNIT, assert_within, make_case
 
 from qrt.numerics.packing import pack_int32
 from qrt.numerics.quant import QuantizedWeight, expand_groups
+from qrt.runtime.backends import prepare_runtime
 from qrt.runtime.cpu_packed import Int4PackCPU, Int8PackCPU
 from qrt.runtime.linear import QuantLinear
-from qrt.runtime.weight_only import prepare_a16
 from qrt.schemes import QuantScheme, resolve_scheme
 from qrt_kernels.reference import dequant_matmul_ref
 
@@ -129,7 +129,7 @@ def test_act_order_irregular_groups_fall_back_to_dense(rng_seed):
     layer = _act_order_layer("w4a16-asym", regular=False)
     _check_forward(layer, torch.randn(3, K_IN), "dense", "irregular act-order")
     with pytest.raises(ValueError, match=r"backend: expected one of \('dense',\).*found 'int4pack'"):
-        prepare_a16(layer, backend="int4pack")
+        prepare_runtime(layer, backend="int4pack")
 
 
 @pytest.mark.skipif(not INTERPRETED and not torch.cuda.is_available(), reason="needs Triton")
@@ -141,7 +141,7 @@ def test_triton_backend_through_quantlinear(scheme, act_order, rng_seed):
     layer = _act_order_layer(scheme, True) if act_order else \
         QuantLinear.from_linear(torch.nn.Linear(K_IN, N_OUT), scheme)
     layer.finalize()
-    layer._runtime = prepare_a16(layer, backend="triton")
+    layer._runtime = prepare_runtime(layer, backend="triton")
     _check_forward(layer, torch.randn(2, 2, K_IN), "triton", f"triton {scheme}")
 
 
@@ -161,7 +161,7 @@ def test_compile_fullgraph_quantlinear_cpu(scheme, backend, rng_seed):
         pytest.skip("the Triton backend runs on the CPU only under TRITON_INTERPRET")
     layer = QuantLinear.from_linear(torch.nn.Linear(K_IN, N_OUT), scheme)
     layer.finalize()  # the compiled graph sees the built runtime
-    layer._runtime = prepare_a16(layer, backend=backend)
+    layer._runtime = prepare_runtime(layer, backend=backend)
     x = torch.randn(3, K_IN)
     eager = layer(x)
     torch._dynamo.reset()
@@ -178,4 +178,4 @@ def test_bad_input_shape():
     with pytest.raises(ValueError, match=r"x: expected last dim 200 \(in_features\), found shape \(3, 199\)"):
         layer(torch.randn(3, K_IN - 1))
     with pytest.raises(ValueError, match=r"backend: expected one of .*found 'int8pack'"):
-        prepare_a16(layer, backend="int8pack")
+        prepare_runtime(layer, backend="int8pack")
