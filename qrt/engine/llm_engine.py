@@ -38,10 +38,12 @@ class StepOutput:
 
 class LLMEngine:
     def __init__(self, model: nn.Module, config: SchedulerConfig, eos_token_ids: Seq[int] = (),
-                 attention=None):
-        """attention: a paged-attention function (qrt.engine.attention); None picks by device."""
+                 attention=None, use_cuda_graph: bool = True):
+        """attention: a paged-attention function (qrt.engine.attention); None picks by device.
+        use_cuda_graph: replay decode steps as CUDA graphs on a GPU (ignored on the CPU)."""
         self.config = config
-        self.runner = ModelRunner(model, config.num_blocks, config.page_size, config.max_model_len, attention)
+        self.runner = ModelRunner(model, config.num_blocks, config.page_size, config.max_model_len, attention,
+                                  max_num_seqs=config.max_num_seqs, use_cuda_graph=use_cuda_graph)
         self.scheduler = Scheduler(config)
         self.eos_token_ids = frozenset(eos_token_ids)
         self.seqs: dict[str, Sequence] = {}

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence as Seq
 import torch
 from torch import nn
 
-from qrt.engine.attention import AttentionMetadata, build_metadata, select_attention
+from qrt.engine.attention import AttentionMetadata, build_metadata, select_attention, triton_paged_attention
 from qrt.engine.models import LlamaForCausalLM
 from qrt.engine.sequence import Sequence
 
@@ -20,17 +20,27 @@ from qrt.engine.sequence import Sequence
 class ModelRunner:
     """hf_model: a Llama-family *ForCausalLM (fp or with qrt QuantLinears), already on its
     device. KV cache: num_layers x (k, v), each [num_blocks, page_size, num_kv_heads, head_dim]
-    in the model's dtype."""
+    in the model's dtype.
+
+    use_cuda_graph: on CUDA with the Triton attention, decode steps of up to max_num_seqs
+    sequences replay CUDA graphs (qrt.engine.cuda_graphs); the cache then has one extra
+    scratch block for the padding rows (index num_blocks, never handed out)."""
 
     def __init__(self, hf_model: nn.Module, num_blocks: int, page_size: int, max_model_len: int,
-                 attention: Callable | None = None):
+                 attention: Callable | None = None, max_num_seqs: int = 32, use_cuda_graph: bool = True):
         self.model = LlamaForCausalLM(hf_model, max_model_len)
         self.page_size, self.max_model_len = page_size, max_model_len
         m = self.model
         self.attention = attention or select_attention(m.device)
-        shape = (num_blocks, page_size, m.num_kv_heads, m.head_dim)
+        graphs = use_cuda_graph and m.device.type == "cuda" and self.attention is triton_paged_attention
+        shape = (num_blocks + int(graphs), page_size, m.num_kv_heads, m.head_dim)
         self.kv_caches = [(torch.zeros(shape, dtype=m.dtype, device=m.device),
                            torch.zeros(shape, dtype=m.dtype, device=m.device)) for _ in range(m.num_layers)]
+        self.graphs = None
+        if graphs:
+            from qrt.engine.cuda_graphs import CUDAGraphRunner
+            self.graphs = CUDAGraphRunner(m, self.kv_caches, max_num_seqs, -(-max_model_len // page_size),
+                                          scratch_block=num_blocks)
 
     @property
     def device(self) -> torch.device:
@@ -63,7 +73,10 @@ class ModelRunner:
         """Forward the batch, writing its K/V; -> float32 logits [R, vocab] for the R sequences
         whose chunk ends at their last token, in batch order. Does not advance the sequences."""
         ids, pos, meta, rows = self.prepare(batch)
-        hidden = self.model(ids, pos, meta, self.kv_caches, self.attention)
+        if self.graphs is not None and meta.all_decode and self.graphs.fits(len(batch)):
+            hidden = self.graphs.run(ids, pos, meta)
+        else:
+            hidden = self.model(ids, pos, meta, self.kv_caches, self.attention)
         if not rows:
             return torch.empty(0, self.model.config.vocab_size, device=self.device)
         return self.model.compute_logits(hidden[rows]).float()

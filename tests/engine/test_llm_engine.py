@@ -24,7 +24,8 @@ def prompts(n, seed=0, lo=3, hi=30):
 
 
 def engine(model, **kw):
-    cfg = dict(num_blocks=64, page_size=4, max_num_seqs=8, max_batch_tokens=64, max_model_len=64)
+    cfg = dict(num_blocks=64, page_size=4, max_num_seqs=8, max_batch_tokens=64, max_model_len=64,
+               enable_prefix_caching=True)
     cfg.update(kw)
     return LLMEngine(model, SchedulerConfig(**cfg), eos_token_ids=[2])
 
