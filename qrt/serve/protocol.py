@@ -1,20 +1,38 @@
 """OpenAI-compatible request bodies (pydantic), validated field by field so a bad request
 gets a 400 naming the field. Only what qrt implements is accepted with a meaning; unknown
-fields are ignored the way OpenAI-compatible servers usually do."""
+fields are ignored the way OpenAI-compatible servers usually do (the body-size limit bounds them).
+
+Types are strict (pydantic strict mode): no bool for an int or a number, no string for a
+number, token ids are ints; numbers may be ints where a float is expected, as in JSON.
+Text must be valid Unicode: a lone surrogate ("\\ud800") is a 400 naming the field."""
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from qrt.serve.sampling import SamplingParams
 
 
-class StreamOptions(BaseModel):
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+
+def _unicode(text: str) -> str:
+    """`text` if it encodes to UTF-8; a ValueError naming the first lone surrogate otherwise."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"expected valid Unicode text, found a lone surrogate {text[e.start]!r} at "
+                         f"character {e.start}") from None
+    return text
+
+
+class StreamOptions(_Strict):
     include_usage: bool = False
 
 
-class _SamplingFields(BaseModel):
+class _SamplingFields(_Strict):
     model: str | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
@@ -40,6 +58,8 @@ class _SamplingFields(BaseModel):
         stops = [v] if isinstance(v, str) else (v or [])
         if len(stops) > 4 or any(not s for s in stops):
             raise ValueError("stop must be up to 4 non-empty strings")
+        for s in stops:
+            _unicode(s)
         return v
 
     def sampling_params(self, default_max_tokens: int) -> SamplingParams:
@@ -58,10 +78,20 @@ class CompletionRequest(_SamplingFields):
 
     prompt: str | list[int]
 
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, v):
+        return _unicode(v) if isinstance(v, str) else v
 
-class ChatMessage(BaseModel):
+
+class ChatMessage(_Strict):
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str
+
+    @field_validator("content")
+    @classmethod
+    def _content(cls, v: str) -> str:
+        return _unicode(v)
 
 
 class ChatCompletionRequest(_SamplingFields):
@@ -80,3 +110,16 @@ def error_body(message: str, param: str | None = None, kind: str = "invalid_requ
                code: int = 400) -> dict:
     """OpenAI's error shape."""
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: int
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error response (OpenAI's shape), for the OpenAPI document."""
+
+    error: ErrorDetail

@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 import signal
 
-from qrt.serve.config import EngineConfig
+from qrt.serve.config import EngineConfig, ServerConfig
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def run_server(model_or_dir: str = "smollm2", host: str = "127.0.0.1", port: int = 8000,
                quantize: str | None = None, config: EngineConfig | None = None, served_model_name: str | None = None,
-               default_max_tokens: int = 16, graceful_timeout: float = 30.0, log_level: str = "info") -> int:
+               default_max_tokens: int = 16, graceful_timeout: float = 30.0, log_level: str = "info",
+               server_config: ServerConfig | None = None) -> int:
     """Serve until SIGINT/SIGTERM (returns 0) or until the engine gives up (returns 1)."""
     from qrt.serve.engine import Engine
     from qrt.serve.model_loading import load_for_serving, model_name
@@ -27,7 +28,7 @@ def run_server(model_or_dir: str = "smollm2", host: str = "127.0.0.1", port: int
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     model, tokenizer = load_for_serving(model_or_dir, quantize=quantize)
     engine = Engine(model, tokenizer, config or EngineConfig())
-    app = build_app(engine, served_model_name or model_name(model_or_dir), default_max_tokens)
+    app = build_app(engine, served_model_name or model_name(model_or_dir), default_max_tokens, server_config)
     if host not in LOOPBACK:
         logging.getLogger("qrt.serve").warning("listening on %s: the server has no authentication", host)
     return serve_app(app, engine, host, port, graceful_timeout, log_level)
