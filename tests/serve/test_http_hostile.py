@@ -181,3 +181,16 @@ def test_openapi_document_matches_what_is_sent(server):
         assert responses["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
         assert set(responses["200"]["content"]) == {"application/json", "text/event-stream"}
     assert set(doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == {"text/plain"}
+
+
+# -- finding 3: temperatures below ~1e-38 returned garbage ------------------------------------
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+def test_tiny_temperature_is_greedy_over_http(server, path):
+    body = {"prompt": "Hello world"} if path == "/v1/completions" else \
+        {"messages": [{"role": "user", "content": "Hello world"}]}
+    body |= {"max_tokens": 8, "ignore_eos": True}
+    text = (lambda r: r["choices"][0]["text"] if "text" in r["choices"][0] else r["choices"][0]["message"]["content"])
+    greedy = post(server, body | {"temperature": 0}, path)
+    tiny = post(server, body | {"temperature": 1e-40, "seed": 3}, path)
+    assert greedy.status_code == 200 and tiny.status_code == 200, tiny.text
+    assert text(tiny.json()) and text(tiny.json()) == text(greedy.json())
