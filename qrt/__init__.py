@@ -19,6 +19,7 @@ _EXPORTS = {
     "quantize_model": "qrt.quantize.rtn",
     "save_quantized": "qrt.checkpoint.save",
     "load_quantized": "qrt.hub.load",
+    "CheckpointConfigError": "qrt.formats.validate",
     "LLM": "qrt.serve.llm",
     "SamplingParams": "qrt.serve.sampling",
 }
