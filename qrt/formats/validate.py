@@ -16,8 +16,7 @@ from qrt.formats.ct_config import FORMATS, MIXED_PRECISION, QUANT_METHOD, group_
 from qrt.formats.gptq import gptq_config
 from qrt.formats.legacy import LEGACY_CONFIGS, legacy_quant_config
 
-_MODEL_INTS = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
-               "num_key_value_heads", "vocab_size", "max_position_embeddings", "head_dim")
+_MODEL_INTS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "vocab_size")
 _ARGS_TYPES = {"num_bits": (int,), "type": (str,), "symmetric": (bool,), "group_size": (int, type(None)),
                "strategy": (str, type(None)), "dynamic": (bool, str), "actorder": (str, bool, type(None))}
 
