@@ -16,7 +16,7 @@ _ERRORS = {400: "Invalid request (the message names the field).",
 
 GENERATION_RESPONSES = {
     200: {"description": "The completion (JSON), or with \"stream\": true a stream of server-sent events.",
-          "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+          "content": {"text/event-stream": {}}},  # events are `data: <chunk JSON>` lines, then `data: [DONE]`
     **{code: {"model": ErrorResponse, "description": why} for code, why in _ERRORS.items()},
 }
 

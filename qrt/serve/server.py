@@ -12,6 +12,7 @@ its request (freeing its KV blocks). Limits: qrt.serve.config.ServerConfig.
 """
 from __future__ import annotations
 
+import re
 import time
 from contextlib import asynccontextmanager
 
@@ -69,7 +70,7 @@ def _add_error_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
         if err.get("type") == "json_invalid":
             ctx = err.get("ctx", {}).get("error", "")
             return JSONResponse(error_body(f"invalid JSON body: {ctx}".rstrip(": "), None), status_code=400)
-        path = [str(p) for p in err.get("loc", ()) if p != "body"]
+        path = [str(p) for p in err.get("loc", ()) if p != "body" and not _union_tag(p)]
         param = path[0] if path else None  # the top-level field; the message has the full path
         msg = err.get("msg", "invalid request")
         return JSONResponse(error_body(f"{'.'.join(path)}: {msg}" if path else msg, param), status_code=400)
@@ -85,6 +86,11 @@ def _add_error_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
     async def _http_error(request: Request, exc: HTTPError):
         metrics.record(f"rejected_{exc.status}")
         return JSONResponse(error_body(exc.message, exc.param, exc.kind, exc.status), status_code=exc.status)
+
+
+def _union_tag(part) -> bool:
+    """pydantic names the union member in an error's loc ('str', 'list[...]', 'constrained-str'): not a field."""
+    return isinstance(part, str) and (part in ("str", "int") or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part))
 
 
 def _add_info_routes(app: FastAPI, engine: Engine, metrics: ServerMetrics, model_name: str) -> None:

@@ -147,13 +147,20 @@ def test_body_parse_errors_and_unknown_routes_have_the_openai_shape(server):
 
 
 @pytest.mark.parametrize("field,value", [("ignore_eos", 0), ("stream", "true"), ("max_tokens", "4"),
-                                         ("max_tokens", True), ("max_tokens", 4.0), ("seed", False),
-                                         ("temperature", "0.5"), ("top_k", 1.0), ("prompt", [False]),
-                                         ("prompt", [1.5]), ("prompt", ["1"])])
+                                         ("max_tokens", True), ("max_tokens", 4.5), ("seed", False),
+                                         ("temperature", "0.5"), ("top_k", 1.5), ("prompt", [False]),
+                                         ("prompt", [1.5]), ("prompt", ["1"]), ("prompt", [])])
 def test_strict_types(server, field, value):
     body = {"prompt": "hi", "max_tokens": 2, field: value}
     err = assert_openai_error(post(server, body), 400, field)
     assert err["message"].startswith(field)
+
+
+def test_integral_floats_are_ints_as_in_json_schema(server):
+    """The OpenAPI document says "integer", and JSON Schema counts 2.0 as one (schemathesis sends it)."""
+    r = post(server, {"prompt": [5.0, 6], "max_tokens": 2.0, "n": 1.0, "top_k": 3.0, "seed": 4.0, "ignore_eos": True})
+    assert r.status_code == 200 and r.json()["usage"] == {"prompt_tokens": 2, "completion_tokens": 2,
+                                                          "total_tokens": 4}, r.text
 
 
 def test_unexpected_exception_is_a_counted_openai_500(server, monkeypatch):
