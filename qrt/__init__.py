@@ -20,6 +20,7 @@ _EXPORTS = {
     "save_quantized": "qrt.checkpoint.save",
     "load_quantized": "qrt.hub.load",
     "load_model": "qrt.hub.load",
+    "CheckpointConfigError": "qrt.formats.validate",
     "LLM": "qrt.serve.llm",
     "SamplingParams": "qrt.serve.sampling",
 }

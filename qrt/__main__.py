@@ -1,5 +1,5 @@
 import sys
 
-from qrt.cli import main
+from qrt.cli import entry
 
-sys.exit(main())
+sys.exit(entry())

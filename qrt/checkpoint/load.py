@@ -8,7 +8,6 @@ are re-tied and every QuantLinear repacks once for its backend (finalize).
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from pathlib import Path
@@ -20,8 +19,8 @@ from tqdm.auto import tqdm
 from qrt.checkpoint.memory import release_freed_memory
 from qrt.checkpoint.shards import ShardIndex
 from qrt.checkpoint.skeleton import build_skeleton, load_config, meta_tensors, set_tensor
-from qrt.formats.legacy import legacy_quant_config
 from qrt.formats.registry import reader_for
+from qrt.formats.validate import read_checkpoint_config
 from qrt.formats.targets import set_submodule
 from qrt.runtime.embedding import QuantEmbedding, tied_head
 from qrt.runtime.linear import QuantLinear
@@ -54,16 +53,18 @@ def stored_quant_config(root: Path) -> dict | None:
 
 
 def load_checkpoint(root: Path, device=None, dtype=None, device_map=None, trust_remote_code: bool = False,
-                    progress: bool = True) -> nn.Module:
+                    progress: bool = True, allow_unused_tensors: bool = False) -> nn.Module:
     """Load the quantized checkpoint (compressed-tensors, GPTQ, AWQ) in directory `root`.
 
     device: "cpu", "cuda", ... (default: cuda if available). dtype: compute dtype, see
     resolve_dtype. device_map: None, "auto" or an accelerate device map, dispatched
-    through accelerate (the model is staged on the CPU first).
+    through accelerate (the model is staged on the CPU first). allow_unused_tensors: load even
+    if the checkpoint holds tensors the model config has no place for (by default an error:
+    a config that does not match its weights generates garbage).
     """
     root = Path(root)
-    raw = json.loads((root / "config.json").read_text())
-    qcfg = stored_quant_config(root)
+    raw, qcfg = read_checkpoint_config(root)  # validated, with AutoGPTQ/AutoAWQ's own saves
+
     if qcfg is None:
         raise ValueError(f"{root / 'config.json'}: no quantization_config; expected a quantized checkpoint "
                          "(make one with `qrt quantize`, or load any model with qrt.hub.load_model)")
@@ -76,7 +77,7 @@ def load_checkpoint(root: Path, device=None, dtype=None, device_map=None, trust_
     used = _load_quantized_layers(model, reader, qcfg, shards, stage, dtype, progress)
     used |= _load_plain_tensors(model, shards, stage, dtype, used)
     _retie(model)
-    _check_complete(model, shards, used)
+    _check_complete(model, shards, used, allow_unused_tensors)
     model.to(stage)  # non-persistent buffers were built on the CPU
     if device_map is not None:
         model = _dispatch(model, device_map, dtype)
@@ -146,6 +147,9 @@ def _assign(module: nn.Module, bufs: dict, name: str, device) -> None:
         if tuple(t.shape) != tuple(want.shape) or not same_kind:
             raise ValueError(f"tensor '{name}.{k}': expected {want.dtype} {list(want.shape)}, "
                              f"found {t.dtype} {list(t.shape)}")
+        if "scale" in k and t.is_floating_point() and not torch.isfinite(t).all():
+            bad = (~torch.isfinite(t)).nonzero()[0].tolist()
+            raise ValueError(f"tensor '{name}.{k}': expected finite scales, found {t[tuple(bad)].item()} at {bad}")
         module._buffers[k] = t.to(device=device, dtype=want.dtype)
     module._buffers["weight_shape"] = _shape_buffer(module, device)
 
@@ -198,12 +202,16 @@ def _retie(model: nn.Module) -> None:
             setattr(dst, t_attr, getattr(src, s_attr))
 
 
-def _check_complete(model: nn.Module, shards: ShardIndex, used: set[str]) -> None:
+def _check_complete(model: nn.Module, shards: ShardIndex, used: set[str], allow_unused: bool) -> None:
     missing = meta_tensors(model)
     if missing:
         raise ValueError(f"{shards.root}: checkpoint lacks {len(missing)} tensor(s) the model config needs, "
                          f"e.g. '{missing[0]}' (expected in the safetensors files, found nowhere)")
     extra = sorted(set(shards.names()) - used)
+    if extra and not allow_unused:
+        raise ValueError(f"{shards.root}: {len(extra)} checkpoint tensor(s) have no place in the model built from "
+                         f"config.json, e.g. '{extra[0]}' in {_files(shards, extra[:1])} (does config.json match the "
+                         "weights? pass allow_unused_tensors=True to load anyway)")
     if extra:
         log.warning("%s: %d checkpoint tensor(s) not used by the model, e.g. %s", shards.root, len(extra), extra[0])
 

@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from qrt.checkpoint.atomic import atomic_dir
+from qrt.checkpoint.atomic import atomic_dir, check_out_dir
 from qrt.checkpoint.state import build_quantization_config, checkpoint_tensors, ragged_layers
 from qrt.schemes import storage_dtype
 
@@ -76,13 +76,16 @@ def _resolve_save_dtype(model: nn.Module, dtype) -> torch.dtype:
 
 def save_quantized(model: nn.Module, out_dir: "str | os.PathLike", max_shard_size: "int | str" = "2GB",
                    ragged_groups: bool = False, tokenizer=None, dtype="auto",
-                   overwrite: bool = True) -> SavedCheckpoint:
+                   overwrite: bool = False) -> SavedCheckpoint:
     """Write `model` (after qrt.quantize_model) as a compressed-tensors checkpoint.
 
     ragged_groups=False refuses layers whose group size does not divide in_features
     (peers cannot read them); True writes them for qrt-only use. tokenizer: saved along;
     if None, tokenizer files are copied from the model's source directory when it has one.
+    overwrite: also write into an existing directory qrt did not write, replacing only qrt's
+    files (a new, empty or qrt-written directory is always fine; see qrt.checkpoint.atomic).
     """
+    check_out_dir(out_dir, overwrite)  # before any work
     ragged = ragged_layers(model)
     if ragged and not ragged_groups:
         n, g, k = ragged[0]

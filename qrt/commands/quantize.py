@@ -26,6 +26,8 @@ def add_quantize_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-shard-size", default="2GB", help="largest safetensors shard (default: 2GB)")
     p.add_argument("--trust-remote-code", action="store_true", help="run model code from its repository")
     p.add_argument("--out", required=True, help="output checkpoint directory (written atomically)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an existing directory qrt did not write (only qrt's files are replaced)")
     add_gptq_args(p)
 
 
@@ -70,7 +72,9 @@ def run(args) -> int:
     from qrt.checkpoint.save import save_quantized
     from qrt.hub.load import load_fp_model
     from qrt.quantize.rtn import quantize_model
+    from qrt.checkpoint.atomic import check_out_dir
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    check_out_dir(args.out, args.overwrite)  # refuse a bad --out before a long quantization run
     scheme = scheme_from_args(args)
     model, tok = load_fp_model(args.model, trust_remote_code=args.trust_remote_code)
     if args.method == "gptq":
@@ -79,7 +83,7 @@ def run(args) -> int:
         quantize_model(model, scheme, ignore=args.ignore, targets=args.targets, progress=True,
                        ragged_groups=args.ragged_groups, quantize_embedding=args.quantize_embedding)
     info = save_quantized(model, args.out, max_shard_size=args.max_shard_size,
-                          ragged_groups=args.ragged_groups, tokenizer=tok)
+                          ragged_groups=args.ragged_groups, tokenizer=tok, overwrite=args.overwrite)
     print(info.summary())
     ci = checkpoint_info(info.path)
     print(f"size: {ci.file_bytes / 1e6:.1f} MB = {ci.ratio_vs_fp16:.3f}x the fp16 checkpoint "

@@ -28,19 +28,26 @@ def register(subparsers) -> None:
     p.add_argument("--no-batch-invariant", dest="batch_invariant", action="store_false",
                    help="fp32 (torch) attention instead of the per-sequence float64 twin on the CPU")
     p.add_argument("--default-max-tokens", type=int, default=16, help="max_tokens when a request omits it")
+    p.add_argument("--max-body-mb", type=float, default=4.0, help="largest request body in MiB (then 413)")
+    p.add_argument("--max-prompt-chars", type=int, default=None,
+                   help="longest prompt in characters, checked before tokenizing (default: 64 x max-model-len)")
+    p.add_argument("--request-timeout", type=float, default=600.0,
+                   help="seconds a request may take before it is aborted (then 408; 0: no deadline)")
     p.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds to drain requests on SIGTERM")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from qrt.serve.config import EngineConfig
+    from qrt.serve.config import EngineConfig, ServerConfig
     from qrt.serve.run import run_server
     config = EngineConfig(max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
                           max_waiting=args.max_waiting, max_batch_tokens=args.max_batch_tokens,
                           page_size=args.page_size, kv_cache_mb=args.kv_cache_mb, prefix_caching=args.prefix_caching,
                           num_threads=args.num_threads, batch_invariant=args.batch_invariant)
-    return run_server(args.model, args.host, args.port, quantize=args.quantize, config=config,
+    limits = ServerConfig(max_body_bytes=int(args.max_body_mb * 2**20), max_prompt_chars=args.max_prompt_chars,
+                          request_timeout_s=args.request_timeout or None)
+    return run_server(args.model, args.host, args.port, quantize=args.quantize, config=config, server_config=limits,
                       device=args.device, dtype=args.dtype,
                       served_model_name=args.served_model_name, default_max_tokens=args.default_max_tokens,
                       graceful_timeout=args.graceful_timeout, log_level=args.log_level)

@@ -5,13 +5,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from qrt.formats.validate import read_checkpoint_config
+
 EMBEDDED_NAMES = (None, "", "smollm2", "SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct")
 
 
 def resolve_model_dir(name_or_path: "str | os.PathLike | None") -> Path:
     """A directory holding config.json: "smollm2" (or None) -> the embedded model,
     materialized once; an existing directory; or a repo id resolved from the local Hugging
-    Face cache without network. Raises FileNotFoundError saying what was tried."""
+    Face cache without network. Raises FileNotFoundError saying what was tried, and
+    qrt.CheckpointConfigError if its config.json (or quantization settings) is malformed."""
+    root = _find_model_dir(name_or_path)
+    read_checkpoint_config(root)  # one validation pass, before any command reads the config
+    return root
+
+
+def _find_model_dir(name_or_path) -> Path:
     if name_or_path in EMBEDDED_NAMES:
         from qrt.hub.embedded import smollm2_dir
         if name_or_path and Path(str(name_or_path)).is_dir():

@@ -69,3 +69,33 @@ class EngineConfig:
         kv_heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
         bytes_per_token = 2 * c.num_hidden_layers * kv_heads * head_dim * dtype_bytes  # K and V
         return max(need, self.kv_cache_mb * 2**20 // (bytes_per_token * self.page_size))
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Limits of the HTTP layer, so that no single request can stall or exhaust the server.
+
+    max_body_bytes: largest request body; a larger one is refused with 413 before it is read
+      (by its Content-Length, or while it streams in when there is none).
+    max_prompt_chars: longest prompt (or sum of chat message contents) in characters, checked
+      before tokenizing; None: 64 characters per token of the engine's max_model_len (a generous
+      bound: typical BPE tokens are 3-5 characters, so a longer prompt would not fit anyway).
+    request_timeout_s: per-request deadline from arrival; past it the request is aborted (its
+      KV blocks are freed) and answered 408. None: no deadline."""
+
+    max_body_bytes: int = 4 * 2**20
+    max_prompt_chars: int | None = None
+    request_timeout_s: float | None = 600.0
+
+    def __post_init__(self):
+        _require(isinstance(self.max_body_bytes, int) and not isinstance(self.max_body_bytes, bool)
+                 and self.max_body_bytes >= 1024, "max_body_bytes", "an int >= 1024", self.max_body_bytes)
+        _require(self.max_prompt_chars is None or (isinstance(self.max_prompt_chars, int)
+                                                   and self.max_prompt_chars >= 1),
+                 "max_prompt_chars", "None or an int >= 1", self.max_prompt_chars)
+        t = self.request_timeout_s
+        _require(t is None or (isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t > 0),
+                 "request_timeout_s", "None or a finite number of seconds > 0", t)
+
+    def prompt_char_limit(self, max_model_len: int) -> int:
+        return self.max_prompt_chars if self.max_prompt_chars is not None else 64 * max_model_len

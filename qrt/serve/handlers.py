@@ -1,5 +1,7 @@
 """Request handling between the HTTP layer and the Engine: admission, waiting or streaming,
-disconnect detection (which aborts the request and frees its KV blocks), and metrics."""
+disconnect detection and the per-request deadline (both abort the request and free its KV
+blocks; a request past its deadline is answered 408, or ends its stream with an error event),
+and metrics."""
 from __future__ import annotations
 
 import asyncio
@@ -15,6 +17,7 @@ from qrt.serve.protocol import error_body
 from qrt.serve.responses import ResponseFormat, sse
 
 DISCONNECT_POLL_S = 0.2  # how often a waiting request checks that its client and the engine are still there
+ABORT_WAIT_S = 5.0  # an abort's final output comes from the engine at once; bounded in case the engine is gone
 
 
 class HTTPError(Exception):
@@ -44,10 +47,17 @@ class _Outputs:
 
 
 class GenerationHandler:
-    def __init__(self, engine: Engine, metrics: ServerMetrics, default_max_tokens: int):
+    def __init__(self, engine: Engine, metrics: ServerMetrics, default_max_tokens: int,
+                 request_timeout_s: float | None = None):
         self.engine, self.metrics, self.default_max_tokens = engine, metrics, default_max_tokens
+        self.request_timeout_s = request_timeout_s
 
-    async def serve(self, request: Request, body, ids: list[int], prompt, fmt: ResponseFormat, prompt_field: str):
+    def deadline(self) -> float:
+        """time.monotonic() past which a request arriving now is aborted (inf: no deadline)."""
+        return float("inf") if self.request_timeout_s is None else time.monotonic() + self.request_timeout_s
+
+    async def serve(self, request: Request, body, ids: list[int], prompt, fmt: ResponseFormat, prompt_field: str,
+                    deadline: float = float("inf")):
         """Admit the request, then answer with the full response or an SSE stream."""
         try:
             params = body.sampling_params(self.default_max_tokens)
@@ -63,17 +73,18 @@ class GenerationHandler:
         except RuntimeError as e:
             raise HTTPError(503, str(e), None, "service_unavailable") from None
         if body.stream:
-            return StreamingResponse(self._stream(rid, outputs, fmt, body.include_usage),
+            return StreamingResponse(self._stream(rid, outputs, fmt, body.include_usage, deadline),
                                      media_type="text/event-stream")
-        out = await self._wait(request, rid, outputs)
+        out = await self._wait(request, rid, outputs, deadline)
         if out is None:  # the client left; nobody reads this response
             return JSONResponse(error_body("client disconnected", None), status_code=499)
         if out.outputs[0].finish_reason == "error":
             raise HTTPError(500, f"generation failed: {out.error}", None, "server_error")
         return fmt.full(out)
 
-    async def _wait(self, request: Request, rid: str, outputs: _Outputs) -> RequestOutput | None:
-        """The finished output, or None if the client disconnected (the request is aborted)."""
+    async def _wait(self, request: Request, rid: str, outputs: _Outputs, deadline: float) -> RequestOutput | None:
+        """The finished output, or None if the client disconnected (the request is aborted);
+        HTTPError 408 past the deadline (the request is aborted)."""
         next_check = time.monotonic() + DISCONNECT_POLL_S
         try:
             while True:
@@ -83,6 +94,10 @@ class GenerationHandler:
                         return self._record(out) if out.outputs[0].finish_reason != "abort" else None
                 except asyncio.TimeoutError:
                     self._check_engine(rid)
+                if time.monotonic() >= deadline:
+                    self.engine.abort(rid)
+                    self._record(await asyncio.wait_for(outputs.next(), ABORT_WAIT_S))  # the abort's final output
+                    raise self._timeout_error()
                 if time.monotonic() >= next_check:  # whether tokens flow or not
                     next_check = time.monotonic() + DISCONNECT_POLL_S
                     if await request.is_disconnected():
@@ -93,13 +108,17 @@ class GenerationHandler:
             self.engine.abort(rid)
             raise
 
-    async def _stream(self, rid: str, outputs: _Outputs, fmt: ResponseFormat, include_usage: bool):
+    async def _stream(self, rid: str, outputs: _Outputs, fmt: ResponseFormat, include_usage: bool, deadline: float):
         sent, out = 0, None
         try:
             first = fmt.first_chunk()
             if first is not None:
                 yield sse(first)
             while out is None or not out.finished:
+                if time.monotonic() >= deadline:
+                    e = self._timeout_error()
+                    yield sse(error_body(e.message, None, e.kind, e.status))
+                    break
                 try:
                     out = await asyncio.wait_for(outputs.next(), timeout=DISCONNECT_POLL_S)
                 except asyncio.TimeoutError:
@@ -116,7 +135,7 @@ class GenerationHandler:
                 delta, sent = c.text[sent:], max(sent, len(c.text))
                 if delta or out.finished:
                     yield sse(fmt.chunk(delta, c.finish_reason))
-            if include_usage:
+            if include_usage and out is not None:
                 yield sse(fmt.usage_chunk(out))
             yield sse("[DONE]")
         finally:  # also runs when the client disconnects (the generator is closed/cancelled)
@@ -125,6 +144,10 @@ class GenerationHandler:
                 self.metrics.record("abort")
             else:
                 self._record(out)
+
+    def _timeout_error(self) -> HTTPError:
+        return HTTPError(408, f"request exceeded the server's deadline of {self.request_timeout_s} s and was aborted",
+                         None, "timeout")
 
     def _check_engine(self, rid: str) -> None:
         """HTTPError 503 (after aborting the request) if the engine can no longer finish it."""

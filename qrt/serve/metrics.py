@@ -39,6 +39,7 @@ class ServerMetrics:
     def __init__(self, gauges: dict[str, tuple[str, Callable[[], float]]] | None = None):
         self._lock = threading.Lock()
         self.requests: dict[str, int] = {}  # finish status -> count
+        self.responses: dict[str, int] = {}  # HTTP status class ("2xx", "4xx", "5xx") -> count
         self.prompt_tokens = 0
         self.generation_tokens = 0
         self.ttft = Histogram("qrt_time_to_first_token_seconds", "Time from arrival to the first token.")
@@ -61,10 +62,19 @@ class ServerMetrics:
                 if ttft is not None and output_tokens > 1:
                     self.tpot.observe((e2e - ttft) / (output_tokens - 1))
 
+    def record_http(self, status: int) -> None:
+        """One HTTP response (every route, every error), by status class."""
+        key = f"{status // 100}xx"
+        with self._lock:
+            self.responses[key] = self.responses.get(key, 0) + 1
+
     def render(self) -> str:
         with self._lock:
             lines = ["# HELP qrt_requests_total Requests by how they ended.", "# TYPE qrt_requests_total counter"]
             lines += [f'qrt_requests_total{{status="{k}"}} {v}' for k, v in sorted(self.requests.items())]
+            lines += ["# HELP qrt_http_responses_total HTTP responses by status class.",
+                      "# TYPE qrt_http_responses_total counter"]
+            lines += [f'qrt_http_responses_total{{code="{k}"}} {v}' for k, v in sorted(self.responses.items())]
             lines += ["# HELP qrt_prompt_tokens_total Prompt tokens of admitted requests.",
                       "# TYPE qrt_prompt_tokens_total counter", f"qrt_prompt_tokens_total {self.prompt_tokens}",
                       "# HELP qrt_generation_tokens_total Generated tokens.",

@@ -11,7 +11,7 @@ import logging
 import signal
 from pathlib import Path
 
-from qrt.serve.config import EngineConfig
+from qrt.serve.config import EngineConfig, ServerConfig
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -19,7 +19,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def run_server(model_or_dir: str = "smollm2", host: str = "127.0.0.1", port: int = 8000,
                quantize: str | None = None, config: EngineConfig | None = None, served_model_name: str | None = None,
                default_max_tokens: int = 16, graceful_timeout: float = 30.0, log_level: str = "info",
-               device=None, dtype=None) -> int:
+               device=None, dtype=None, server_config: ServerConfig | None = None) -> int:
     """Serve until SIGINT/SIGTERM (returns 0) or until the engine gives up (returns 1).
     device / dtype: as qrt.hub.load_model (default: cuda + bfloat16 with a GPU, else cpu + float32)."""
     from qrt.hub.load import load_model, require_tokenizer
@@ -31,7 +31,7 @@ def run_server(model_or_dir: str = "smollm2", host: str = "127.0.0.1", port: int
     model, tokenizer = load_model(model_or_dir, device=device, dtype=dtype, quantize=quantize)
     require_tokenizer(tokenizer, model_or_dir, "serving needs the model's tokenizer")
     engine = Engine(model, tokenizer, config or EngineConfig())
-    app = build_app(engine, served_model_name or model_name(model_or_dir), default_max_tokens)
+    app = build_app(engine, served_model_name or model_name(model_or_dir), default_max_tokens, server_config)
     if host not in LOOPBACK:
         logging.getLogger("qrt.serve").warning("listening on %s: the server has no authentication", host)
     return serve_app(app, engine, host, port, graceful_timeout, log_level)

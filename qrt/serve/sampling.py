@@ -3,10 +3,17 @@
 A frozen dataclass validated on construction (field names follow vLLM/OpenAI so server
 requests map one to one). temperature == 0 means greedy (argmax); otherwise tokens are
 sampled from softmax(logits / temperature) restricted by top_k and top_p.
+
+Temperatures below TEMPERATURE_FLOOR are greedy and stored as 0.0: logits / 1e-40 overflows
+float32 to inf (and inf - inf = nan in the softmax), while any temperature under 1e-5 already
+puts all the probability on the argmax for logit gaps above ~1e-3 (exp(-1e-3 / 1e-5) = e^-100).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+TEMPERATURE_FLOOR = 1e-5  # below it sampling is greedy (see the module docstring)
 
 
 def _bad(field_name: str, expected: str, found) -> ValueError:
@@ -23,7 +30,7 @@ def _is_number(v) -> bool:
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """temperature: >= 0; 0 is greedy.  top_p: in (0, 1].  top_k: -1 (off) or >= 1.
+    """temperature: >= 0; 0 (or anything below TEMPERATURE_FLOOR, stored as 0.0) is greedy.  top_p: in (0, 1].  top_k: -1 (off) or >= 1.
     max_tokens: new tokens to generate, >= 1.  stop: strings that end the output (not included).
     seed: makes sampling reproducible per request, whatever else is batched with it.
     ignore_eos: keep generating past the end-of-sequence token (benchmarks use it)."""
@@ -41,8 +48,10 @@ class SamplingParams:
             object.__setattr__(self, "stop", (self.stop,))
         elif isinstance(self.stop, list):
             object.__setattr__(self, "stop", tuple(self.stop))
-        if not _is_number(self.temperature) or self.temperature < 0:
-            raise _bad("temperature", "a number >= 0", self.temperature)
+        if not _is_number(self.temperature) or not math.isfinite(self.temperature) or self.temperature < 0:
+            raise _bad("temperature", "a finite number >= 0", self.temperature)
+        if self.temperature < TEMPERATURE_FLOOR:
+            object.__setattr__(self, "temperature", 0.0)
         if not _is_number(self.top_p) or not 0 < self.top_p <= 1:
             raise _bad("top_p", "a number in (0, 1]", self.top_p)
         if not _is_int(self.top_k) or (self.top_k < 1 and self.top_k != -1):

@@ -33,7 +33,7 @@ class RunningServer:
 
 
 @contextmanager
-def serve_in_thread(model_dir, **config):
+def serve_in_thread(model_dir, server_config=None, **config):
     """A real uvicorn server on a free loopback port, in a thread of this process."""
     import uvicorn
 
@@ -42,7 +42,7 @@ def serve_in_thread(model_dir, **config):
     model, tok = load_model(str(model_dir))
     engine = Engine(model, tok, EngineConfig(num_threads=1, **config))
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(engine, "tiny"), host="127.0.0.1", port=port,
+    server = uvicorn.Server(uvicorn.Config(build_app(engine, "tiny", server_config=server_config), host="127.0.0.1", port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -12,7 +12,9 @@ from qrt.serve.sampling import SamplingParams
                                       ({"top_p": 1.01}, "top_p"), ({"top_k": 0}, "top_k"), ({"top_k": -2}, "top_k"),
                                       ({"max_tokens": 0}, "max_tokens"), ({"max_tokens": 2.5}, "max_tokens"),
                                       ({"stop": [""]}, "stop"), ({"seed": -1}, "seed"), ({"ignore_eos": 1}, "ignore_eos"),
-                                      ({"temperature": True}, "temperature")])
+                                      ({"temperature": True}, "temperature"),
+                                      ({"temperature": math.nan}, "temperature"),
+                                      ({"temperature": math.inf}, "temperature")])
 def test_invalid_params_name_the_field(kw, field):
     with pytest.raises(ValueError, match=f"'{field}'"):
         SamplingParams(**kw)
@@ -24,6 +26,19 @@ def test_params_are_frozen_and_normalized():
     assert SamplingParams(top_k=1).greedy and not SamplingParams(temperature=0.5).greedy
     with pytest.raises(AttributeError):
         p.max_tokens = 4
+
+
+@pytest.mark.parametrize("t", [1e-40, 5e-324, 9.9e-6])
+def test_temperatures_below_the_floor_are_greedy(t):
+    """Issue 17 finding 3: logits / 1e-40 overflowed float32 to inf and sampled garbage."""
+    from qrt.serve.sampling import TEMPERATURE_FLOOR
+    p = SamplingParams(temperature=t, top_p=0.9, seed=1)
+    assert t < TEMPERATURE_FLOOR and p.greedy and p.temperature == 0.0
+    assert not SamplingParams(temperature=TEMPERATURE_FLOOR).greedy
+    # the floor is safe: at 1e-5, float32 logits with gaps >= 1e-3 give a one-hot softmax, no nan
+    logits = torch.tensor([3.0, 2.999, -1e4, 1e4 - 1e4 + 0.5])
+    probs = (logits / TEMPERATURE_FLOOR).softmax(-1)
+    assert torch.isfinite(probs).all() and probs[0] == 1.0
 
 
 def test_top_k_top_p_keep_the_right_sets(rng_seed):
