@@ -48,8 +48,7 @@ def resolve_dtype(dtype, device: torch.device, config: dict) -> torch.dtype:
 def stored_quant_config(root: Path) -> dict | None:
     """The quantization settings of checkpoint directory `root`: config.json's
     quantization_config, else those of AutoGPTQ/AutoAWQ's own layouts; None if unquantized."""
-    raw = json.loads((Path(root) / "config.json").read_text())
-    return raw.get("quantization_config") or legacy_quant_config(root)
+    return read_checkpoint_config(root)[1]  # validated (qrt.CheckpointConfigError names the field)
 
 
 def load_checkpoint(root: Path, device=None, dtype=None, device_map=None, trust_remote_code: bool = False,

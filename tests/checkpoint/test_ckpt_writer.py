@@ -76,7 +76,7 @@ def test_bad_out_refused_before_any_work(tmp_path, monkeypatch, kind):
 
     def must_not_run(*a, **k):
         raise AssertionError("the model was loaded before --out was checked")
-    monkeypatch.setattr("qrt.hub.resolve.load_fp_model", must_not_run)
+    monkeypatch.setattr("qrt.hub.load.load_fp_model", must_not_run)
     p = argparse.ArgumentParser()
     quantize_cmd.add_quantize_args(p)
     with pytest.raises((FileExistsError, PermissionError), match=str(out)):
@@ -85,7 +85,7 @@ def test_bad_out_refused_before_any_work(tmp_path, monkeypatch, kind):
 
 SAVE_SCRIPT = textwrap.dedent("""
     import sys, time
-    sys.path.insert(0, {here!r})
+    sys.path.insert(0, {here!r})  # tests/: tiny_models.py
     import qrt.checkpoint.save as save
     from tiny_models import make
     from qrt import quantize_model, save_quantized
@@ -102,7 +102,7 @@ SAVE_SCRIPT = textwrap.dedent("""
 
 
 def _start_save(out: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", SAVE_SCRIPT.format(here=str(HERE), out=str(out))],
+    proc = subprocess.Popen([sys.executable, "-c", SAVE_SCRIPT.format(here=str(HERE.parent), out=str(out))],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()  # blocks until the first shard is on disk (or the child died)
     assert line.startswith("WROTE"), (line, proc.stderr.read() if proc.poll() is not None else "")
