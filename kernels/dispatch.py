@@ -239,3 +239,54 @@ def a8_linear(x: torch.Tensor, w: torch.Tensor, w_scales: torch.Tensor, *, w_bit
         xq, sx, x_zp = quant_per_token(x, symmetric)
     return _a8_matmul(xq, sx, x_zp, w, w_scales, w_sums if x_zp is not None else None, bias,
                          w_bits, gs, x.dtype)
+
+
+# ---- FP8 / FP4 weights (fp8_matmul.py, fp4_matmul.py) ----
+# Block configs are UNTUNED (no GPU when written): Triton-tutorial tile shapes by M.
+
+def _float_tile_config(m: int) -> dict:
+    if m <= 16:
+        return dict(block_m=16, block_n=64, block_k=64, num_warps=4, num_stages=4)
+    if m <= 64:
+        return dict(block_m=32, block_n=64, block_k=64, num_warps=4, num_stages=4)
+    return dict(block_m=64, block_n=128, block_k=64, num_warps=4, num_stages=3)
+
+
+def _fp8_dot_supported(device: torch.device) -> bool:
+    """FP8 tensor-core tl.dot: sm_89 (Ada) and sm_90+ (Hopper); the interpreter emulates it."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (8, 9)
+    return capture_target() is not None or device.type == "cpu"
+
+
+def fp8_linear(x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None,
+               act_fp8: bool) -> torch.Tensor:
+    """y [M, N] in x.dtype = x [M, K] @ (W_fp8 [N, K] * w_scale [N]).T (+ bias). act_fp8:
+    quantize x per token to FP8 first (W8A8-FP8). Triton where it runs, else the twin."""
+    from .arg_checks import check_fp8_linear_args
+    check_fp8_linear_args(x, w, w_scale, bias)
+    if not triton_runs_on(x.device):
+        from .reference import fp8_linear_ref
+        return fp8_linear_ref(x, w, w_scale, bias, act_fp8)
+    from .fp8_matmul import fp8_matmul, fp8_quant_rows
+    x = x if x.stride(-1) == 1 else x.contiguous()
+    out_dtype, a, sx = x.dtype, x, None
+    if act_fp8:
+        a, sx = fp8_quant_rows(x, num_warps=_quant_warps(x.shape[1]))
+    return fp8_matmul(a, w, sx, w_scale, bias, out_dtype, _fp8_dot_supported(x.device),
+                      **_float_tile_config(x.shape[0]))
+
+
+def fp4_matmul(x: torch.Tensor, w_packed: torch.Tensor, scales: torch.Tensor,
+               global_scale: torch.Tensor | None, group_size: int,
+               bias: torch.Tensor | None = None) -> torch.Tensor:
+    """y [M, N] in x.dtype = x [M, K] @ dequant(FP4 W).T (+ bias); NVFP4 when global_scale
+    is given, else MXFP4. Triton where it runs, else the twin."""
+    from .arg_checks import check_fp4_matmul_args
+    check_fp4_matmul_args(x, w_packed, scales, global_scale, group_size, bias)
+    if not triton_runs_on(x.device):
+        from .reference import fp4_matmul_ref
+        return fp4_matmul_ref(x, w_packed, scales, global_scale, group_size, bias)
+    from .fp4_matmul import fp4_matmul as _launch
+    x = x if x.stride(-1) == 1 else x.contiguous()
+    return _launch(x, w_packed, scales, global_scale, group_size, bias, **_float_tile_config(x.shape[0]))
