@@ -15,6 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .fp8_matmul import e4m3_bytes_to_f16
 from .launch import launch
 
 
@@ -62,8 +63,8 @@ def fp4_matmul_kernel(
         # each element looks up its group's scale (cached: GROUP_SIZE neighbours share it)
         s = tl.load(scales_ptr + offs_n[:, None] * stride_sn + ((k0 + offs_k) // GROUP_SIZE)[None, :],
                     mask=mask_n[:, None] & k_ok[None, :], other=0)
-        if GLOBAL_SCALE:  # e4m3 bytes (passed as uint8) -> fp32, over the global scale
-            s = s.to(tl.float8e4nv, bitcast=True).to(tl.float32)
+        if GLOBAL_SCALE:  # e4m3 bytes -> fp32 by integer decode (no e4m3 type below sm_89)
+            s = e4m3_bytes_to_f16(s).to(tl.float32)
             s = tl.div_rn(s, tl.zeros_like(s) + gs)
         else:
             s = (s.to(tl.int32) << 23).to(tl.float32, bitcast=True)

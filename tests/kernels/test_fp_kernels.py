@@ -1,10 +1,11 @@
 """FP8 and FP4 kernels (Triton, run by TRITON_INTERPRET=1 on the CPU) against their
 plain-torch twins, and the twins against float64 math.
 
-What the interpreter cannot show: it emulates fp8 tl.dot with numpy float32 math, so the
-sm_89+/sm_90 FP8 MMA path, the pre-Ada fp16 fallback of the same kernel, and the real
-tensor-core accumulation order are not exercised here (only compiled for sm_90 by the
-static report); neither are num_stages, warps or any timing.
+What the interpreter cannot show: it emulates e4m3 and fp8 tl.dot with numpy float32
+math, so the sm_89+/sm_90 FP8 MMA instructions, the real tensor-core accumulation order,
+num_stages, warps and any timing are not exercised (the kernels are compiled for sm_90,
+and the byte-decode path for sm_80, by bench/static_cases.py's captures; never run on a
+GPU). The pre-Ada byte-decode path is run here through the launchers (native=False).
 """
 import pytest
 import torch
@@ -43,11 +44,29 @@ def test_fp8_linear_kernel_matches_twin(act_fp8, m, n, k, dtype):
     _close(y, fp8_linear_ref(x, w, sw, bias, act_fp8), dtype)
 
 
-def test_fp8_quant_rows_kernel_is_bit_exact():
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("m,n,k", [(3, 64, 128), (20, 70, 96)])
+def test_fp8_kernels_pre_ada_byte_path_matches_twin(native, m, n, k):
+    """native=False is the path below sm_89 (e4m3 bytes decoded to fp16 by integer ops)."""
+    from qrt_kernels.fp8_matmul import fp8_matmul, fp8_quant_rows
+    g = torch.Generator().manual_seed(m + n)
+    w, sw = _fp8_weight(n, k, g)
+    x = torch.randn(m, k, generator=g)
+    xq, sx = fp8_quant_rows(x, native)
+    cfg = dict(block_m=16, block_n=32, block_k=32)
+    y = fp8_matmul(xq, w, sx, sw, None, torch.float32, native, **cfg)
+    _close(y, fp8_linear_ref(x, w, sw, None, True), torch.float32)
+    y_w = fp8_matmul(x.half(), w, None, sw, None, torch.float16, native, **cfg)
+    _close(y_w, fp8_linear_ref(x.half(), w, sw, None, False), torch.float16)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_fp8_quant_rows_kernel_is_bit_exact(native):
     from qrt_kernels.fp8_matmul import fp8_quant_rows
     x = torch.randn(7, 300) * torch.logspace(-3, 3, 7)[:, None]
     x[3] = 0.0  # a zero row: scale 0, q 0
-    q, s = fp8_quant_rows(x)
+    x[5, :4] = torch.tensor([1e-30, -3e-3, 448.0, 0.0])  # subnormal-range values after scaling
+    q, s = fp8_quant_rows(x, native)
     q_ref, s_ref = fp8_quant_rows_ref(x)
     assert torch.equal(q.view(torch.uint8), q_ref.view(torch.uint8)) and torch.equal(s, s_ref)
     assert s[3] == 0 and (q[3].float() == 0).all()
