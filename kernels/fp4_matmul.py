@@ -60,15 +60,17 @@ def fp4_matmul_kernel(
         packed = tl.load(w_ptr + offs_n[:, None] * stride_wn + (k0 // 2 + offs_kb)[None, :],
                          mask=mask_n[:, None] & (k0 // 2 + offs_kb < K // 2)[None, :], other=0)
         codes = tl.reshape(tl.join(packed & 0xF, packed >> 4), (BLOCK_N, BLOCK_K))
-        # each element looks up its group's scale (cached: GROUP_SIZE neighbours share it)
-        s = tl.load(scales_ptr + offs_n[:, None] * stride_sn + ((k0 + offs_k) // GROUP_SIZE)[None, :],
-                    mask=mask_n[:, None] & k_ok[None, :], other=0)
+        # one scale per (row, group) in the tile, decoded once, broadcast over its GROUP_SIZE columns
+        offs_g = k0 // GROUP_SIZE + tl.arange(0, BLOCK_K // GROUP_SIZE)
+        s = tl.load(scales_ptr + offs_n[:, None] * stride_sn + offs_g[None, :],
+                    mask=mask_n[:, None] & (offs_g < K // GROUP_SIZE)[None, :], other=0)
         if GLOBAL_SCALE:  # e4m3 bytes -> fp32 by integer decode (no e4m3 type below sm_89)
             s = e4m3_bytes_to_f16(s).to(tl.float32)
             s = tl.div_rn(s, tl.zeros_like(s) + gs)
         else:
             s = (s.to(tl.int32) << 23).to(tl.float32, bitcast=True)
-        w = (_e2m1_to_f32(codes) * s).to(a.dtype)
+        v = tl.reshape(_e2m1_to_f32(codes), (BLOCK_N, BLOCK_K // GROUP_SIZE, GROUP_SIZE))
+        w = tl.reshape(v * s[:, :, None], (BLOCK_N, BLOCK_K)).to(a.dtype)
         if IEEE:
             acc = tl.dot(a, tl.trans(w), acc, input_precision="ieee")
         else:
@@ -84,6 +86,8 @@ def fp4_matmul(x: torch.Tensor, w_packed: torch.Tensor, scales: torch.Tensor, gl
                num_warps: int = 4, num_stages: int = 3) -> torch.Tensor:
     """x [M, K] fp16/bf16/fp32; w_packed uint8 [N, K/2]; scales [N, K/group_size]
     (float8_e4m3fn with global_scale fp32 [1], or uint8 e8m0 with None) -> y [M, N] x.dtype."""
+    if block_k % group_size:
+        raise ValueError(f"block_k: expected a multiple of group_size {group_size}, found {block_k}")
     m, k = x.shape
     n = w_packed.shape[0]
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
