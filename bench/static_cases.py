@@ -28,6 +28,11 @@ SCHEMES = {
     "w8a8": (8, 0, False, "dynamic"),
     "w4a8": (4, 128, False, "dynamic"),
     "w8a8-static": (8, 0, False, "static"),
+    # float weights: (format, group size, -, activations)
+    "fp8": ("fp8", 0, False, "fp8"),
+    "fp8-w": ("fp8", 0, False, None),
+    "nvfp4a16": ("nvfp4", 16, False, None),
+    "mxfp4a16": ("mxfp4", 32, False, None),
 }
 
 # torch calls that only allocate, reshape or read metadata: no GPU kernel of their own
@@ -73,10 +78,25 @@ def _a8_call(bits: int, group: int, acts: str, n: int, k: int):
                                          input_scale=input_scale)), nbytes
 
 
+def _float_call(kind: str, group: int, acts: str | None, n: int, k: int):
+    """The tensors qrt.runtime.fp_linear hands the float ops (checkpoint layout as is)."""
+    if kind == "fp8":
+        w = torch.empty(n, k, dtype=torch.float8_e4m3fn, device=META)
+        sw = torch.empty(n, dtype=torch.float32, device=META)
+        return (lambda x: dispatch.fp8_linear(x, w, sw, None, acts == "fp8")), n * k + 4 * n
+    w = torch.empty(n, k // 2, dtype=torch.uint8, device=META)
+    nv = kind == "nvfp4"
+    scales = torch.empty(n, k // group, dtype=torch.float8_e4m3fn if nv else torch.uint8, device=META)
+    gs = torch.empty(1, dtype=torch.float32, device=META) if nv else None
+    return (lambda x: dispatch.fp4_matmul(x, w, scales, gs, group)), n * k // 2 + n * k // group
+
+
 def capture_linear(scheme: str, dtype: torch.dtype, n: int, k: int, m: int):
     """-> (launches, torch op names, minimum bytes moved) for y = x [M, K] @ W.T."""
     bits, group, asym, acts = SCHEMES[scheme]
-    if acts is None:
+    if isinstance(bits, str):
+        call, wbytes = _float_call(bits, group, acts, n, k)
+    elif acts is None:
         call, wbytes = _a16_call(bits, group, asym, dtype, n, k)
     else:
         call, wbytes = _a8_call(bits, group, acts, n, k)

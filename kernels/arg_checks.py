@@ -131,3 +131,50 @@ def check_a8_linear_args(x, w, w_scales, w_bits, group_size, bias, symmetric, in
     if bias is not None:
         expect_shape("bias", bias, (n,))
     return m, n
+
+
+def _check_bias(bias, n: int, device) -> None:
+    if bias is not None:
+        expect_shape("bias", bias, (n,))
+        expect_dtype("bias", bias, ACT_DTYPES)
+        expect_same_device_contiguous([("bias", bias)], device)
+
+
+def check_fp8_linear_args(x, w, w_scale, bias) -> tuple[int, int]:
+    """x [M, K] float; w float8_e4m3fn [N, K]; w_scale fp32 [N]; bias [N] or None -> (M, N)."""
+    if x.ndim != 2 or w.ndim != 2:
+        raise ValueError(f"x and w: expected 2-D, found x {tuple(x.shape)}, w {tuple(w.shape)}")
+    expect_dtype("x", x, ACT_DTYPES)
+    expect_dtype("w", w, (torch.float8_e4m3fn,))
+    n, k = w.shape
+    if x.shape[1] != k:
+        raise ValueError(f"x: expected shape (M, {k}) to match w [N, K] = {tuple(w.shape)}, found {tuple(x.shape)}")
+    expect_shape("w_scale", w_scale, (n,))
+    expect_dtype("w_scale", w_scale, (torch.float32,))
+    expect_same_device_contiguous([("w", w), ("w_scale", w_scale)], x.device)
+    _check_bias(bias, n, x.device)
+    return x.shape[0], n
+
+
+def check_fp4_matmul_args(x, w_packed, scales, global_scale, group_size: int, bias) -> tuple[int, int]:
+    """x [M, K] float; w_packed uint8 [N, K/2]; scales [N, K/group_size]: float8_e4m3fn
+    with global_scale fp32 [1] (NVFP4) or uint8 with global_scale None (MXFP4) -> (M, N)."""
+    if x.ndim != 2 or w_packed.ndim != 2:
+        raise ValueError(f"x and w_packed: expected 2-D, found x {tuple(x.shape)}, w_packed {tuple(w_packed.shape)}")
+    expect_dtype("x", x, ACT_DTYPES)
+    expect_dtype("w_packed", w_packed, (torch.uint8,))
+    m, k = x.shape
+    n = w_packed.shape[0]
+    if group_size <= 0 or k % group_size or k % 2:
+        raise ValueError(f"group_size: expected a positive divisor of K = {k} (K even), found {group_size}")
+    expect_shape("w_packed", w_packed, (n, k // 2))
+    expect_shape("scales", scales, (n, k // group_size))
+    expect_dtype("scales", scales, (torch.float8_e4m3fn,) if global_scale is not None else (torch.uint8,))
+    named = [("w_packed", w_packed), ("scales", scales)]
+    if global_scale is not None:
+        expect_shape("global_scale", global_scale, (1,))
+        expect_dtype("global_scale", global_scale, (torch.float32,))
+        named.append(("global_scale", global_scale))
+    expect_same_device_contiguous(named, x.device)
+    _check_bias(bias, n, x.device)
+    return m, n

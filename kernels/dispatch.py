@@ -242,3 +242,58 @@ def a8_linear(x: torch.Tensor, w: torch.Tensor, w_scales: torch.Tensor, *, w_bit
         xq, sx, x_zp = quant_per_token(x, symmetric)
     return _a8_matmul(xq, sx, x_zp, w, w_scales, w_sums if x_zp is not None else None, bias,
                          w_bits, gs, x.dtype)
+
+
+# ---- FP8 / FP4 weights (fp8_matmul.py, fp4_matmul.py) ----
+# Block configs are UNTUNED (no GPU when written): Triton-tutorial tile shapes by M.
+
+def _float_tile_config(m: int) -> dict:
+    if m <= 16:
+        return dict(block_m=16, block_n=64, block_k=64, num_warps=4, num_stages=4)
+    if m <= 64:
+        return dict(block_m=32, block_n=64, block_k=64, num_warps=4, num_stages=4)
+    return dict(block_m=64, block_n=128, block_k=64, num_warps=4, num_stages=3)
+
+
+def native_fp8(device: torch.device) -> bool:
+    """Triton's e4m3 type and FP8 tl.dot: sm_89 (Ada) and sm_90+ (Hopper); below that the
+    kernels decode FP8 bytes to fp16. Captures plan for sm_90; the interpreter emulates e4m3
+    (tests run the decode path through the launchers' native_fp8=False)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (8, 9)
+    return True
+
+
+def fp8_linear(x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None,
+               act_fp8: bool) -> torch.Tensor:
+    """y [M, N] in x.dtype = x [M, K] @ (W_fp8 [N, K] * w_scale [N]).T (+ bias). act_fp8:
+    quantize x per token to FP8 first (W8A8-FP8). Triton where it runs, else the twin."""
+    from .arg_checks import check_fp8_linear_args
+    check_fp8_linear_args(x, w, w_scale, bias)
+    if not triton_runs_on(x.device):
+        from .reference import fp8_linear_ref
+        return fp8_linear_ref(x, w, w_scale, bias, act_fp8)
+    from .fp8_matmul import fp8_matmul, fp8_quant_rows
+    x = x if x.stride(-1) == 1 else x.contiguous()
+    out_dtype, a, sx, native = x.dtype, x, None, native_fp8(x.device)
+    if act_fp8:
+        a, sx = fp8_quant_rows(x, native, num_warps=_quant_warps(x.shape[1]))
+    return fp8_matmul(a, w, sx, w_scale, bias, out_dtype, native, **_float_tile_config(x.shape[0]))
+
+
+def fp4_matmul(x: torch.Tensor, w_packed: torch.Tensor, scales: torch.Tensor,
+               global_scale: torch.Tensor | None, group_size: int,
+               bias: torch.Tensor | None = None) -> torch.Tensor:
+    """y [M, N] in x.dtype = x [M, K] @ dequant(FP4 W).T (+ bias); NVFP4 when global_scale
+    is given, else MXFP4. Triton where it runs, else the twin."""
+    from .arg_checks import check_fp4_matmul_args
+    check_fp4_matmul_args(x, w_packed, scales, global_scale, group_size, bias)
+    if not triton_runs_on(x.device):
+        from .reference import fp4_matmul_ref
+        return fp4_matmul_ref(x, w_packed, scales, global_scale, group_size, bias)
+    from .fp4_matmul import fp4_matmul as _launch
+    x = x if x.stride(-1) == 1 else x.contiguous()
+    cfg = _float_tile_config(x.shape[0])
+    if x.shape[0] > 64:  # 4 warps spill (sm_90 compile: 255 regs + 536 B stack); 8 do not (224)
+        cfg.update(num_warps=8)
+    return _launch(x, w_packed, scales, global_scale, group_size, bias, **cfg)

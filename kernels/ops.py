@@ -6,6 +6,8 @@ same argument checks as the real ops, so bad shapes fail at trace time.
   torch.ops.qrt.dequant_weight(w_packed, scales, zeros, bits, group_size, k, dtype) -> W [N, k]
   torch.ops.qrt.quant_per_token(x, symmetric) -> (q int8 [M, K], scale fp32 [M], zp int32 [M])
   torch.ops.qrt.quant_static(x, input_scale) -> (q int8 [M, K], scale fp32 [M])
+  torch.ops.qrt.fp8_linear(x, w, w_scale, bias, act_fp8) -> y [M, N]
+  torch.ops.qrt.fp4_matmul(x, w_packed, scales, global_scale, group_size, bias) -> y [M, N]
   torch.ops.qrt.a8_linear(x, w, w_scales, w_bits, group_size, bias, symmetric, input_scale,
                           w_sums) -> y [M, N]
 
@@ -18,7 +20,8 @@ from typing import Optional
 import torch
 
 from . import dispatch
-from .arg_checks import ACT_DTYPES, check_a8_linear_args, check_act_input, check_dequant_matmul_args, check_packed_weight_args
+from .arg_checks import (ACT_DTYPES, check_a8_linear_args, check_act_input, check_dequant_matmul_args,
+                         check_fp4_matmul_args, check_fp8_linear_args, check_packed_weight_args)
 from .reference import dequant_weight as _dequant_weight_ref
 
 
@@ -95,4 +98,34 @@ def a8_linear(x: torch.Tensor, w: torch.Tensor, w_scales: torch.Tensor, w_bits: 
 @a8_linear.register_fake
 def _a8_linear_fake(x, w, w_scales, w_bits, group_size, bias, symmetric, input_scale, w_sums):
     m, n = check_a8_linear_args(x, w, w_scales, w_bits, group_size, bias, symmetric, input_scale, w_sums)
+    return x.new_empty((m, n))
+
+
+# ---- FP8 / FP4 weights ----
+@torch.library.custom_op("qrt::fp8_linear", mutates_args=())
+def fp8_linear(x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, bias: Optional[torch.Tensor],
+               act_fp8: bool) -> torch.Tensor:
+    """y [M, N] = x [M, K] @ (W_fp8 [N, K] * w_scale [N]).T (+ bias); act_fp8: dynamic
+    per-token FP8 activations (dispatch.fp8_linear)."""
+    return dispatch.fp8_linear(x, w, w_scale, bias, act_fp8)
+
+
+@fp8_linear.register_fake
+def _fp8_linear_fake(x, w, w_scale, bias, act_fp8):
+    m, n = check_fp8_linear_args(x, w, w_scale, bias)
+    return x.new_empty((m, n))
+
+
+@torch.library.custom_op("qrt::fp4_matmul", mutates_args=())
+def fp4_matmul(x: torch.Tensor, w_packed: torch.Tensor, scales: torch.Tensor,
+               global_scale: Optional[torch.Tensor], group_size: int,
+               bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """y [M, N] = x [M, K] @ dequant(FP4 W).T (+ bias); NVFP4 with global_scale, else MXFP4
+    (dispatch.fp4_matmul)."""
+    return dispatch.fp4_matmul(x, w_packed, scales, global_scale, group_size, bias)
+
+
+@fp4_matmul.register_fake
+def _fp4_matmul_fake(x, w_packed, scales, global_scale, group_size, bias=None):
+    m, n = check_fp4_matmul_args(x, w_packed, scales, global_scale, group_size, bias)
     return x.new_empty((m, n))

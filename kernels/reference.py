@@ -166,3 +166,81 @@ def paged_attention_ref(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
         vis &= pos - s[None, :] < window
     scores = torch.einsum("thd,tshd->ths", q.float() * scale, k).masked_fill(~vis[:, None, :], float("-inf"))
     return torch.einsum("ths,tshd->thd", scores.softmax(-1), v).to(q.dtype)
+
+
+# ---- FP8 (e4m3) and FP4 (e2m1) weights ----
+FP8_E4M3_MAX = 448.0
+E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)  # magnitude of code & 7; bit 3 is the sign
+
+
+def fp8_quant_rows_ref(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic per-token FP8: x [M, K] -> (q float8_e4m3fn [M, K], scale fp32 [M]) with
+    scale = max|x_row| / 448 and q = fp8(clamp(x / scale, -448, 448)) (round to nearest even).
+    A zero row gets scale 0 and q 0. Twin of fp8_matmul.fp8_quant_rows."""
+    xf = x.float()
+    scale = xf.abs().amax(dim=1) / FP8_E4M3_MAX if x.shape[1] else xf.new_zeros(x.shape[0])
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = (xf / safe[:, None]).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX).to(torch.float8_e4m3fn)
+    return q, scale
+
+
+def fp8_linear_ref(x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None,
+                   act_fp8: bool) -> torch.Tensor:
+    """Twin of fp8_matmul.fp8_linear: y [M, N] in x.dtype from x [M, K], w float8_e4m3fn
+    [N, K], w_scale fp32 [N] (per output channel). act_fp8: x is first quantized per token to
+    FP8 (W8A8-FP8); else x is used as is (weight-only; FP8 values are exact in fp16/bf16).
+    fp32 accumulation; epilogue acc * sx[m] * sw[n] (+ bias) in fp32."""
+    if act_fp8:
+        xq, sx = fp8_quant_rows_ref(x)
+        y = (xq.float() @ w.float().t()) * sx[:, None]
+    else:
+        y = x.float() @ w.float().t()
+    y = y * w_scale.float()[None, :]
+    if bias is not None:
+        y = y + bias.float()
+    return y.to(x.dtype)
+
+
+def unpack_fp4_codes(w_packed: torch.Tensor, k: int) -> torch.Tensor:
+    """uint8 [N, K/2] -> e2m1 codes uint8 [N, K]: column 2j is the low nibble of byte j
+    (compressed-tensors' pack_fp4_to_uint8)."""
+    lo, hi = w_packed & 0xF, w_packed >> 4
+    return torch.stack([lo, hi], dim=-1).reshape(w_packed.shape[0], -1)[:, :k]
+
+
+def e2m1_to_float(codes: torch.Tensor) -> torch.Tensor:
+    """e2m1 codes (uint8, bit 3 sign, bits 0-2 index into E2M1_VALUES) -> float32."""
+    lut = torch.tensor(E2M1_VALUES, dtype=torch.float32, device=codes.device)
+    mag = lut[(codes & 7).long()]
+    return torch.where((codes & 8) != 0, -mag, mag)
+
+
+def fp4_group_scales(scales: torch.Tensor, global_scale: torch.Tensor | None) -> torch.Tensor:
+    """Per-group fp32 scales [N, G]: NVFP4 (scales float8_e4m3fn, global_scale fp32 [1]):
+    fp32(scale) / global_scale, as compressed-tensors dequantizes; MXFP4 (scales uint8 e8m0,
+    global_scale None): 2^(e - 127), with e = 0 read as 0 like the kernel (it only ever
+    scales all-zero groups; 2^-127 is below every activation dtype's precision anyway)."""
+    if global_scale is not None:
+        return scales.float() / global_scale.float().reshape(1)
+    e = scales.to(torch.float32)
+    return torch.where(e > 0, torch.exp2(e - 127.0), torch.zeros_like(e))
+
+
+def fp4_dequant_weight(w_packed: torch.Tensor, scales: torch.Tensor, global_scale: torch.Tensor | None,
+                       group_size: int, k: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """W [N, K] = e2m1(q) * group scale, in float32, returned in dtype."""
+    q = e2m1_to_float(unpack_fp4_codes(w_packed, k))
+    s = fp4_group_scales(scales, global_scale).repeat_interleave(group_size, dim=1)[:, :k]
+    return (q * s).to(dtype)
+
+
+def fp4_matmul_ref(x: torch.Tensor, w_packed: torch.Tensor, scales: torch.Tensor,
+                   global_scale: torch.Tensor | None, group_size: int,
+                   bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Twin of fp4_matmul.fp4_matmul: y [M, N] = x [M, K] @ W.T (+ bias), W dequantized in
+    fp32 and rounded to x.dtype (as the kernel feeds tl.dot), fp32 accumulation."""
+    w = fp4_dequant_weight(w_packed, scales, global_scale, group_size, x.shape[1], dtype=x.dtype)
+    y = x.float() @ w.float().t()
+    if bias is not None:
+        y = y + bias.float()
+    return y.to(x.dtype)

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 import torch
 
 WEIGHT_BITS = (2, 3, 4, 8)
-WEIGHT_STRATEGIES = ("tensor", "channel", "group")
+WEIGHT_STRATEGIES = ("tensor", "channel", "group", "tensor_group")
+NUM_TYPES = ("int", "float")
+# float weights qrt implements: (bits, strategy, group_size) -> what compressed-tensors calls it
+FLOAT_WEIGHT_LAYOUTS = {(8, "channel", None): "FP8 e4m3 per channel",
+                        (8, "tensor", None): "FP8 e4m3 per tensor",
+                        (4, "tensor_group", 16): "NVFP4: e2m1, e4m3 scale per 16, fp32 global scale",
+                        (4, "group", 32): "MXFP4: e2m1, e8m0 scale per 32"}
 ACT_STRATEGIES = ("token", "tensor")
 ACTORDERS = (None, "weight", "group")
 OBSERVERS = ("minmax", "moving_minmax", "mse")
@@ -40,7 +46,7 @@ def _require(cond: bool, field_name: str, msg: str) -> None:
 
 @dataclass(frozen=True)
 class ActivationScheme:
-    """Integer activation quantization (always int8 here).
+    """8-bit activation quantization: int8, or FP8 e4m3 (type "float", dynamic per token only).
 
     dynamic=True: scales computed per token at run time (strategy "token").
     dynamic=False: one per-tensor `input_scale` found by an observer during calibration.
@@ -51,9 +57,14 @@ class ActivationScheme:
     symmetric: bool = True
     dynamic: bool = True
     observer: str = "minmax"
+    type: str = "int"
 
     def __post_init__(self):
         _require(self.bits == 8, "activations.bits", f"expected 8, found {self.bits!r}")
+        _require(self.type in NUM_TYPES, "activations.type", f"expected one of {NUM_TYPES}, found {self.type!r}")
+        _require(self.type == "int" or (self.dynamic and self.strategy == "token" and self.symmetric),
+                 "activations", "FP8 activations are dynamic, symmetric, per token in qrt; found "
+                 f"dynamic={self.dynamic}, strategy={self.strategy!r}, symmetric={self.symmetric}")
         _require(self.strategy in ACT_STRATEGIES, "activations.strategy",
                  f"expected one of {ACT_STRATEGIES}, found {self.strategy!r}")
         _require(isinstance(self.symmetric, bool), "activations.symmetric",
@@ -77,6 +88,9 @@ class QuantScheme:
     scale_dtype: "float16" | "bfloat16" | "float32", or None for the layer's weight dtype.
     actorder: GPTQ column order: None, "weight" (no g_idx at run time) or "group" (g_idx).
     activations: None for weight-only (WxA16), else an ActivationScheme (WxA8).
+    type: "int", or "float" for FP8 (bits 8, e4m3) and FP4 (bits 4, e2m1) weights; the float
+      layouts are FLOAT_WEIGHT_LAYOUTS ("tensor_group" = NVFP4's per-group scales times one
+      global scale, as compressed-tensors names it).
     """
 
     bits: int = 4
@@ -86,12 +100,20 @@ class QuantScheme:
     scale_dtype: str | None = None
     actorder: str | None = None
     activations: ActivationScheme | None = None
+    type: str = "int"
 
     def __post_init__(self):
+        _require(self.type in NUM_TYPES, "type", f"expected one of {NUM_TYPES}, found {self.type!r}")
+        if self.type == "float":
+            self._check_float()
+            return
+        _require(self.strategy != "tensor_group", "strategy", "'tensor_group' is for NVFP4 (type 'float') only")
+        _require(self.activations is None or self.activations.type == "int", "activations.type",
+                 "integer weights take int8 activations, found 'float'")
         _require(self.bits in WEIGHT_BITS, "bits", f"expected one of {WEIGHT_BITS}, found {self.bits!r}")
         _require(self.strategy in WEIGHT_STRATEGIES, "strategy",
                  f"expected one of {WEIGHT_STRATEGIES}, found {self.strategy!r}")
-        if self.strategy == "group":
+        if self.strategy in ("group", "tensor_group"):
             _require(isinstance(self.group_size, int) and not isinstance(self.group_size, bool)
                      and self.group_size > 0, "group_size",
                      f"strategy 'group' needs a positive int, found {self.group_size!r}")
@@ -109,6 +131,23 @@ class QuantScheme:
         if self.activations is not None:
             _require(self.symmetric, "symmetric", "int8 activation GEMMs need symmetric weights")
 
+    def _check_float(self) -> None:
+        key = (self.bits, self.strategy, self.group_size)
+        _require(key in FLOAT_WEIGHT_LAYOUTS, "type",
+                 f"float weights as (bits, strategy, group_size) {key} are not implemented; qrt supports "
+                 + "; ".join(f"{k} ({v})" for k, v in FLOAT_WEIGHT_LAYOUTS.items()))
+        _require(self.symmetric and self.actorder is None, "type",
+                 "float weights are symmetric without act-order")
+        _require(self.scale_dtype in (None, "float32", "bfloat16", "float16"), "scale_dtype",
+                 f"expected None or a float dtype, found {self.scale_dtype!r}")
+        _require(self.activations is None or (self.bits == 8 and self.activations.type == "float"),
+                 "activations", "float weights take FP8 activations with FP8 weights only, found "
+                 f"{self.activations} with {self.bits}-bit weights")
+
+    @property
+    def is_float(self) -> bool:
+        return self.type == "float"
+
     # -- derived ---------------------------------------------------------------------------
     @property
     def qmin(self) -> int:
@@ -120,13 +159,13 @@ class QuantScheme:
 
     def num_groups(self, in_features: int) -> int:
         """Scale columns for a layer with `in_features` inputs (ragged last group counts)."""
-        if self.strategy == "group":
+        if self.strategy in ("group", "tensor_group"):
             return -(-in_features // self.group_size)
         return 1
 
     def effective_group_size(self, in_features: int) -> int:
         """Columns sharing one scale; channel/tensor use the whole row."""
-        return self.group_size if self.strategy == "group" else in_features
+        return self.group_size if self.strategy in ("group", "tensor_group") else in_features
 
     def scale_torch_dtype(self, weight_dtype: torch.dtype) -> torch.dtype:
         return FLOAT_DTYPES[self.scale_dtype] if self.scale_dtype else weight_dtype
@@ -151,6 +190,7 @@ class QuantScheme:
 
 
 _DYNAMIC_TOKEN = ActivationScheme()
+_FP8_TOKEN = ActivationScheme(type="float")
 PRESETS: dict[str, QuantScheme] = {
     "w8a16": QuantScheme(bits=8, strategy="channel", group_size=None),
     "w4a16": QuantScheme(bits=4, strategy="group", group_size=128),
@@ -161,6 +201,11 @@ PRESETS: dict[str, QuantScheme] = {
     "w4a8": QuantScheme(bits=4, strategy="group", group_size=128, activations=_DYNAMIC_TOKEN),
     "w8a8-static": QuantScheme(bits=8, strategy="channel", group_size=None,
                                activations=ActivationScheme(strategy="tensor", dynamic=False)),
+    # llmcompressor's FP8_DYNAMIC / W8A16-FP8 / NVFP4A16 / MXFP4A16
+    "fp8": QuantScheme(type="float", bits=8, strategy="channel", group_size=None, activations=_FP8_TOKEN),
+    "fp8-w": QuantScheme(type="float", bits=8, strategy="channel", group_size=None),
+    "nvfp4a16": QuantScheme(type="float", bits=4, strategy="tensor_group", group_size=16),
+    "mxfp4a16": QuantScheme(type="float", bits=4, strategy="group", group_size=32),
 }
 
 _SUFFIX = re.compile(r"^(?P<base>.+?)(?:-g(?P<g>\d+))?$")
@@ -179,7 +224,7 @@ def resolve_scheme(scheme: "str | QuantScheme") -> QuantScheme:
     m = _SUFFIX.match(name)
     if m and m.group("g") and m.group("base") in PRESETS:
         base = PRESETS[m.group("base")]
-        if base.strategy != "group":
+        if base.strategy != "group" or base.is_float:
             raise ValueError(f"preset {m.group('base')!r} is per-channel; a group-size suffix does not apply")
         return base.replace(group_size=int(m.group("g")))
     raise ValueError(f"unknown scheme {scheme!r}; expected one of {sorted(PRESETS)} "

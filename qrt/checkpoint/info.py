@@ -9,7 +9,8 @@ from pathlib import Path
 from qrt.checkpoint.shards import ShardIndex
 from qrt.formats.ct_config import find_group, scheme_from_group
 
-_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+          "F8_E4M3": 1, "F8_E5M2": 1}
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,11 @@ class CheckpointInfo:
 
 def describe_group(g: dict) -> str:
     w, a = g.get("weights") or {}, g.get("input_activations")
-    gs = f"g{w['group_size']}" if w.get("strategy") == "group" else w.get("strategy", "?")
-    act = "a16" if a is None else f"a{a.get('num_bits')}-{a.get('strategy')}"
+    gs = f"g{w['group_size']}" if w.get("strategy") in ("group", "tensor_group") else w.get("strategy", "?")
+    act = "a16" if a is None else f"a{a.get('num_bits')}{'-fp' if a.get('type') == 'float' else ''}-{a.get('strategy')}"
+    if w.get("type") == "float":
+        kind = "fp8" if w.get("num_bits") == 8 else "nvfp4" if w.get("strategy") == "tensor_group" else "mxfp4"
+        return f"{kind}{act} {gs} [{g.get('format')}]"
     sym = "sym" if w.get("symmetric", True) else "asym"
     return f"w{w.get('num_bits')}{act} {gs} {sym} [{g.get('format')}]"
 
@@ -94,5 +98,8 @@ def _quant_shape(shards: ShardIndex, mod: str, keys: list[str]) -> tuple[int, in
     if f"{mod}.weight_shape" in keys:
         out_f, in_f = shards.get_tensor(f"{mod}.weight_shape").tolist()
         return int(out_f), int(in_f)
-    out_f, in_f = shards.shape(f"{mod}.weight")  # int-quantized: unpacked int8
+    if f"{mod}.weight_packed" in keys and _dtype(shards, f"{mod}.weight_packed") == "U8":
+        out_f, half = shards.shape(f"{mod}.weight_packed")  # FP4: two e2m1 codes per byte
+        return out_f, 2 * half
+    out_f, in_f = shards.shape(f"{mod}.weight")  # int-quantized int8 / float-quantized FP8, unpacked
     return out_f, in_f

@@ -146,8 +146,10 @@ def _assign(module: nn.Module, bufs: dict, name: str, device) -> None:
         if tuple(t.shape) != tuple(want.shape) or not same_kind:
             raise ValueError(f"tensor '{name}.{k}': expected {want.dtype} {list(want.shape)}, "
                              f"found {t.dtype} {list(t.shape)}")
-        if "scale" in k and t.is_floating_point() and not torch.isfinite(t).all():
-            bad = (~torch.isfinite(t)).nonzero()[0].tolist()
+        finite = torch.isfinite(t.float()) if t.is_floating_point() and t.element_size() == 1 else \
+            (torch.isfinite(t) if t.is_floating_point() else None)  # fp8 scales (NVFP4): no isfinite kernel
+        if "scale" in k and finite is not None and not finite.all():
+            bad = (~finite).nonzero()[0].tolist()
             raise ValueError(f"tensor '{name}.{k}': expected finite scales, found {t[tuple(bad)].item()} at {bad}")
         module._buffers[k] = t.to(device=device, dtype=want.dtype)
     module._buffers["weight_shape"] = _shape_buffer(module, device)

@@ -18,7 +18,9 @@ from collections.abc import Callable
 
 import torch
 
-from qrt.formats.ct_config import INT_QUANTIZED, NAIVE_QUANTIZED, find_group, group_format, scheme_from_group
+from qrt.formats.ct_config import (FLOAT_FORMATS, INT_QUANTIZED, NAIVE_QUANTIZED, SUPPORTED, find_group,
+                                   group_format, scheme_from_group)
+from qrt.formats.ct_float import float_layer_tensors, read_float_layer
 from qrt.numerics.packing import int8_to_packed8, pack_int32, packed8_to_int8, packed_words, unpack_int32
 from qrt.schemes import FLOAT_DTYPES, QuantScheme, dtype_name
 
@@ -29,6 +31,8 @@ _FLOAT_DTYPES = tuple(FLOAT_DTYPES.values())
 def layer_tensors(layer, fmt: str) -> dict[str, torch.Tensor]:
     """A QuantLinear's checkpoint tensors (local names) in format `fmt`."""
     s = layer.scheme
+    if fmt in FLOAT_FORMATS:
+        return float_layer_tensors(layer)
     if fmt in (INT_QUANTIZED, NAIVE_QUANTIZED):
         if s.bits != 8:
             raise ValueError(f"{fmt} stores int8 weights; found a {s.bits}-bit layer")
@@ -69,8 +73,15 @@ def layer_scheme(prefix: str, quant_config: dict, class_names=("Linear",)) -> tu
     gname = find_group(prefix, list(class_names), quant_config)
     if gname is None:
         return None
-    return scheme_from_group(quant_config["config_groups"][gname], f"config_groups.{gname}"), \
-        group_format(quant_config, gname)
+    fmt = group_format(quant_config, gname, prefix)
+    try:
+        scheme = scheme_from_group(quant_config["config_groups"][gname], f"config_groups.{gname}")
+    except ValueError as e:
+        raise ValueError(f"layer '{prefix}' (format {fmt!r}): {e}. qrt reads {SUPPORTED}") from None
+    if scheme.is_float != (fmt in FLOAT_FORMATS):
+        raise ValueError(f"layer '{prefix}': format {fmt!r} does not hold {scheme.type} weights "
+                         f"(config group '{gname}'); qrt reads {SUPPORTED}")
+    return scheme, fmt
 
 
 def read_layer(get_tensor: Callable[[str], torch.Tensor], prefix: str, quant_config: dict,
@@ -84,6 +95,8 @@ def read_layer(get_tensor: Callable[[str], torch.Tensor], prefix: str, quant_con
         raise ValueError(f"module '{prefix}' has compressed tensors but no config group targets it "
                          "(or `ignore` lists it)")
     s, fmt = found
+    if fmt in FLOAT_FORMATS:
+        return read_float_layer(get_tensor, prefix, s, in_features, out_features)
     scale = get_tensor(f"{prefix}.weight_scale")
     s = s.replace(scale_dtype=dtype_name(scale.dtype) if scale.dtype in _FLOAT_DTYPES else None)
     n_groups = s.num_groups(in_features)

@@ -17,8 +17,17 @@ from qrt.schemes import ActivationScheme, QuantScheme
 QUANT_METHOD = "compressed-tensors"
 SPEC_VERSION = "0.20.0"  # the compressed-tensors release whose layout we write and test against
 PACK_QUANTIZED, INT_QUANTIZED, NAIVE_QUANTIZED = "pack-quantized", "int-quantized", "naive-quantized"
+FLOAT_QUANTIZED, NVFP4_PACK_QUANTIZED, MXFP4_PACK_QUANTIZED = \
+    "float-quantized", "nvfp4-pack-quantized", "mxfp4-pack-quantized"
 MIXED_PRECISION = "mixed-precision"
-FORMATS = (PACK_QUANTIZED, INT_QUANTIZED, NAIVE_QUANTIZED)
+FLOAT_FORMATS = (FLOAT_QUANTIZED, NVFP4_PACK_QUANTIZED, MXFP4_PACK_QUANTIZED)
+FORMATS = (PACK_QUANTIZED, INT_QUANTIZED, NAIVE_QUANTIZED) + FLOAT_FORMATS
+SUPPORTED = ("pack-quantized (int 2/3/4/8-bit weights, group/channel/tensor, sym/asym, act-order), "
+             "int-quantized / naive-quantized (int8 weights, int8 activations dynamic per token or static "
+             "per tensor), float-quantized (FP8 e4m3 weights per channel or per tensor, weight-only or with "
+             "dynamic per-token FP8 activations), nvfp4-pack-quantized (NVFP4 weights, group 16, 16-bit "
+             "activations), mxfp4-pack-quantized (MXFP4 weights, group 32, 16-bit activations)")
+_FP4_SCALE_DTYPES = {16: "torch.float8_e4m3fn", 32: "torch.uint8"}  # what compressed-tensors writes
 _ACTORDER_ALIASES = {"static": "weight", "dynamic": "group", True: "group", False: None}
 
 
@@ -26,14 +35,20 @@ def layer_format(scheme: QuantScheme) -> str:
     """int-quantized (int8 `weight`, unpacked) for W8A8; pack-quantized otherwise: weight-only
     (8-bit too, as compressed-tensors infers) and sub-8-bit weights with int8 activations
     (W4A8: vLLM's W4A8 int scheme reads `weight_packed`; the group's explicit `format` makes
-    compressed-tensors honor it)."""
+    compressed-tensors honor it). Float schemes: float-quantized (FP8), nvfp4- or
+    mxfp4-pack-quantized (FP4)."""
+    if scheme.is_float:
+        return FLOAT_QUANTIZED if scheme.bits == 8 else \
+            NVFP4_PACK_QUANTIZED if scheme.strategy == "tensor_group" else MXFP4_PACK_QUANTIZED
     return INT_QUANTIZED if scheme.activations is not None and scheme.bits == 8 else PACK_QUANTIZED
 
 
 def weights_args(s: QuantScheme) -> dict:
-    d = {"num_bits": s.bits, "type": "int", "symmetric": s.symmetric,
-         "group_size": s.group_size if s.strategy == "group" else None,
+    d = {"num_bits": s.bits, "type": s.type, "symmetric": s.symmetric,
+         "group_size": s.group_size if s.strategy in ("group", "tensor_group") else None,
          "strategy": s.strategy, "dynamic": False}
+    if s.is_float and s.bits == 4:  # FP4 readers need it (no peer without FP4 support reads these)
+        d["scale_dtype"] = _FP4_SCALE_DTYPES[s.group_size]
     if s.actorder is not None:
         d["actorder"] = s.actorder
     return d
@@ -42,7 +57,7 @@ def weights_args(s: QuantScheme) -> dict:
 def activation_args(a: ActivationScheme | None) -> dict | None:
     if a is None:
         return None
-    return {"num_bits": a.bits, "type": "int", "symmetric": a.symmetric, "group_size": None,
+    return {"num_bits": a.bits, "type": a.type, "symmetric": a.symmetric, "group_size": None,
             "strategy": a.strategy, "dynamic": a.dynamic}
 
 
@@ -77,13 +92,20 @@ def scheme_from_group(group: dict, where: str) -> QuantScheme:
     w = group.get("weights")
     if not isinstance(w, dict):
         raise _bad(f"{where}.weights", "a QuantizationArgs object", w)
-    if w.get("type", "int") != "int":
-        raise _bad(f"{where}.weights.type", "'int' (float formats are not supported)", w.get("type"))
+    wtype = w.get("type", "int")
+    if wtype not in ("int", "float"):
+        raise _bad(f"{where}.weights.type", "'int' or 'float'", wtype)
+    if w.get("strategy") == "block" or w.get("block_structure"):
+        raise _bad(f"{where}.weights.strategy", "tensor, channel, group or tensor_group (block-wise "
+                   "weights such as FP8_BLOCK are not implemented by qrt)",
+                   f"{w.get('strategy')} with block_structure {w.get('block_structure')}")
     if group.get("output_activations") is not None:
         raise _bad(f"{where}.output_activations", "null (output quantization is unsupported)",
                    group["output_activations"])
     gs = w.get("group_size")
     strategy = w.get("strategy") or ("group" if gs and gs > 0 else "channel" if gs == -1 else "tensor")
+    if wtype == "float":
+        return _float_scheme(w, strategy, gs, group.get("input_activations"), where)
     actorder = w.get("actorder")
     actorder = _ACTORDER_ALIASES.get(actorder, actorder)
     try:
@@ -95,9 +117,25 @@ def scheme_from_group(group: dict, where: str) -> QuantScheme:
         raise ValueError(f"quantization_config {where}: {e}") from None
 
 
+def _float_scheme(w: dict, strategy: str, gs, acts: dict | None, where: str) -> QuantScheme:
+    try:
+        return QuantScheme(type="float", bits=w.get("num_bits", 8), strategy=strategy,
+                           group_size=gs if strategy in ("group", "tensor_group") else None,
+                           symmetric=w.get("symmetric", True), actorder=w.get("actorder") or None,
+                           activations=_activation_scheme(acts, where))
+    except ValueError as e:
+        raise ValueError(f"quantization_config {where}: {e}") from None
+
+
 def _activation_scheme(a: dict | None, where: str) -> ActivationScheme | None:
     if a is None:
         return None
+    if a.get("type") == "float" and a.get("num_bits") == 8:
+        if not (a.get("dynamic") is True and a.get("strategy") == "token" and a.get("symmetric", True)):
+            raise _bad(f"{where}.input_activations", "FP8 activations dynamic, symmetric, per token "
+                       "(static or group-wise FP8 activations are not implemented by qrt)",
+                       f"dynamic={a.get('dynamic')!r}, strategy={a.get('strategy')!r}")
+        return ActivationScheme(type="float")
     if a.get("type", "int") != "int" or a.get("num_bits") != 8:
         raise _bad(f"{where}.input_activations", "int 8-bit", f"{a.get('type')} {a.get('num_bits')}-bit")
     return ActivationScheme(strategy=a.get("strategy") or "tensor", symmetric=a.get("symmetric", True),
@@ -120,9 +158,10 @@ def find_group(name: str, class_names: list[str], qcfg: dict) -> str | None:
     return best[1] if best else None
 
 
-def group_format(qcfg: dict, gname: str) -> str:
+def group_format(qcfg: dict, gname: str, layer: str | None = None) -> str:
     """A group's storage format: its own `format`, else the config's (unless mixed)."""
     fmt = qcfg["config_groups"][gname].get("format") or qcfg.get("format")
     if fmt not in FORMATS:
-        raise _bad(f"config_groups.{gname}.format", f"one of {FORMATS}", fmt)
+        who = f"layer '{layer}' (config group '{gname}')" if layer else f"config group '{gname}'"
+        raise ValueError(f"{who}: checkpoint format {fmt!r} is not implemented by qrt; qrt reads {SUPPORTED}")
     return fmt

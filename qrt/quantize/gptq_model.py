@@ -178,6 +178,9 @@ def gptq_quantize_model(model: nn.Module, tokenizer, scheme: "str | QuantScheme"
     in_features is reduced unless ragged_groups). Targeted Linears outside the decoder blocks
     get round-to-nearest.
     """
+    if resolve_scheme(scheme).is_float:
+        raise ValueError(f"scheme {scheme!r}: GPTQ for float (FP8/FP4) weights is not implemented; "
+                         "use round-to-nearest (qrt.quantize_model, --method rtn)")
     scheme = resolve_scheme(scheme).replace(actorder=_normalize_actorder(actorder))
     ctx = model_context(model)
     if ctx is not None and seqlen > ctx:

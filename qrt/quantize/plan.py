@@ -82,10 +82,18 @@ def tied_output_embedding(model: nn.Module) -> tuple[str, str] | None:
 
 def layer_scheme(scheme: QuantScheme, name: str, module: nn.Linear, ragged_groups: bool,
                  adjusted: dict) -> QuantScheme:
-    """The scheme one layer gets: scale dtype fixed, group size adjusted if needed."""
+    """The scheme one layer gets: scale dtype fixed, group size adjusted if needed. FP8
+    scales are 16-bit like the int ones (llmcompressor writes the model dtype; a reader that
+    builds scale parameters in the model dtype then holds them exactly); FP4 scales and
+    groups are part of the format."""
+    if scheme.is_float and scheme.bits == 4:
+        if module.in_features % scheme.group_size:
+            raise ValueError(f"layer '{name}': in_features {module.in_features} is not a multiple of the "
+                             f"FP4 group size {scheme.group_size}; exclude it with ignore=[...]")
+        return scheme
     if scheme.scale_dtype is None:
         scheme = scheme.replace(scale_dtype=dtype_name(storage_dtype(module.weight.dtype)))
-    if scheme.strategy == "group" and not ragged_groups:
+    if scheme.strategy == "group" and not ragged_groups and not scheme.is_float:
         g = divisible_group_size(scheme.group_size, module.in_features)
         if g != scheme.group_size:
             adjusted[name] = (scheme.group_size, g)

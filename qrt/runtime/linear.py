@@ -8,6 +8,7 @@ meta-device skeleton can be built and filled straight from safetensors):
   weight_g_idx       int32 [in]                       actorder "group" only
   weight_shape       int64 [2] = (out, in)
   input_scale        float32 [1]                      static activation quantization only
+Float schemes (FP8, NVFP4, MXFP4) hold their own layouts: see qrt.runtime.fp_linear.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from qrt.numerics.quant import QuantizedWeight, dequantize, quantize_weight
 from qrt.runtime.backends import prepare_runtime
 from qrt.runtime.int8_act import linear_a8
 from qrt.runtime.weight_only import linear_a16
+from qrt.runtime.fp_linear import (dequantize_float, fill_float_buffers, linear_float, prepare_float,
+                                   quantize_float, register_float_buffers)
 from qrt.schemes import QuantScheme, resolve_scheme
 
 
@@ -30,6 +33,12 @@ class QuantLinear(nn.Module):
         self.scheme = resolve_scheme(scheme)
         self.in_features, self.out_features, self.dtype = in_features, out_features, dtype
         s, kw = self.scheme, dict(device=device)
+        self.bias = nn.Parameter(torch.empty(out_features, dtype=dtype, **kw), requires_grad=False) if bias else None
+        self.register_buffer("weight_shape", torch.tensor([out_features, in_features], dtype=torch.int64,
+                                                          device=device if device != "meta" else "meta"))
+        if s.is_float:
+            register_float_buffers(self, device)
+            return
         n_groups = s.num_groups(in_features)
         scale_shape = (1,) if s.strategy == "tensor" else (out_features, n_groups)
         self.register_buffer("weight_packed", torch.empty(
@@ -45,17 +54,19 @@ class QuantLinear(nn.Module):
             self.register_buffer("weight_g_idx", torch.empty(in_features, dtype=torch.int32, **kw))
         else:
             self.weight_g_idx = None
-        self.register_buffer("weight_shape", torch.tensor([out_features, in_features], dtype=torch.int64,
-                                                          device=device if device != "meta" else "meta"))
         if s.activations is not None and not s.activations.dynamic:
             # NaN until calibrated: forward refuses an uncalibrated static layer
             self.register_buffer("input_scale", torch.full((1,), float("nan"), dtype=torch.float32, **kw))
         else:
             self.input_scale = None
-        self.bias = nn.Parameter(torch.empty(out_features, dtype=dtype, **kw), requires_grad=False) if bias else None
 
     def extra_repr(self) -> str:
         s = self.scheme
+        if s.is_float:
+            kind = {8: "fp8", 4: "nvfp4" if s.strategy == "tensor_group" else "mxfp4"}[s.bits]
+            acts = "a16" if s.activations is None else "a8-fp8-dyn"
+            return f"in_features={self.in_features}, out_features={self.out_features}, " \
+                   f"bias={self.bias is not None}, {kind}{acts} {s.strategy}"
         g = f"g{s.group_size}" if s.strategy == "group" else s.strategy
         a = "a16" if s.activations is None else f"a8-{'dyn' if s.activations.dynamic else 'static'}"
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -66,8 +77,15 @@ class QuantLinear(nn.Module):
     def from_linear(cls, linear: nn.Linear, scheme: "str | QuantScheme") -> "QuantLinear":
         """Round-to-nearest quantization of an existing nn.Linear."""
         s = resolve_scheme(scheme)
-        qw = quantize_weight(linear.weight.detach(), s)
         bias = linear.bias.detach() if linear.bias is not None else None
+        if s.is_float:
+            w = linear.weight.detach()
+            m = cls(w.shape[1], w.shape[0], bias=bias is not None, scheme=s, dtype=w.dtype, device=w.device)
+            fill_float_buffers(m, quantize_float(w, s))
+            if bias is not None:
+                m.bias.data.copy_(bias)
+            return m
+        qw = quantize_weight(linear.weight.detach(), s)
         return cls.from_quantized(qw, s, bias=bias, dtype=linear.weight.dtype)
 
     @classmethod
@@ -107,6 +125,9 @@ class QuantLinear(nn.Module):
         """Unpacked scale [out, n_groups] and int8 zero [out, n_groups] or None (the tensor
         strategy's single value broadcast over rows), without unpacking the weight."""
         s = self.scheme
+        if s.is_float:
+            raise ValueError("qparams/qweight: a float-quantized layer has no integer qparams "
+                             "(see qrt.runtime.fp_linear.float_qweight)")
         scale = self.weight_scale.reshape(1, 1).expand(self.out_features, 1) \
             if s.strategy == "tensor" else self.weight_scale
         zero = None
@@ -124,6 +145,8 @@ class QuantLinear(nn.Module):
 
     def dequantize_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """fp weight [out, in] = (q - zero) * scale (in dtype, default the layer's)."""
+        if self.scheme.is_float:
+            return dequantize_float(self, dtype or self.dtype)
         qw = self.qweight()
         return dequantize(qw.q, qw.scale, qw.zero, self.group_size, dtype=dtype or self.dtype, g_idx=qw.g_idx)
 
@@ -141,13 +164,18 @@ class QuantLinear(nn.Module):
         reference math, any device). A backend that
         cannot serve the layer raises ValueError naming the usable ones.
         """
-        self._runtime = prepare_runtime(self, backend)
+        if self.scheme.is_float:
+            self._runtime = prepare_float(self, backend)
+        else:
+            self._runtime = prepare_runtime(self, backend)
         self._backend_choice = backend
         self._runtime_device = self.weight_packed.device
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if getattr(self, "_runtime_device", None) != self.weight_packed.device:
             self.finalize(getattr(self, "_backend_choice", None))  # keep a chosen backend
+        if self.scheme.is_float:
+            return linear_float(self, x)
         if self.scheme.activations is not None:
             return linear_a8(self, x)
         return linear_a16(self, x)

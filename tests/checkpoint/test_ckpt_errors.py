@@ -100,9 +100,23 @@ def test_unknown_quant_method(ckpt):
 def test_unknown_format(ckpt):
     def fn(q):
         for g in q["config_groups"].values():
+            g["format"] = "mxfp6-pack-quantized"
+    edit_config(ckpt, fn)
+    # caught by the config validation before any layer is built: the error names the file, the
+    # group's field path, the format and what qrt reads
+    with pytest.raises(ValueError, match=r"config\.json: quantization_config\.config_groups\.group_\d: .*config group "
+                                         r"'group_\d'\W+checkpoint format 'mxfp6-pack-quantized' is not implemented "
+                                         r"by qrt; qrt reads pack-quantized"):
+        load_quantized(ckpt, device="cpu", progress=False)
+
+
+def test_float_format_on_int_weights(ckpt):
+    """nvfp4-pack-quantized is a format qrt reads, but not for a group of int weights."""
+    def fn(q):
+        for g in q["config_groups"].values():
             g["format"] = "nvfp4-pack-quantized"
     edit_config(ckpt, fn)
-    with pytest.raises(ValueError, match=r"format: expected one of .*found 'nvfp4-pack-quantized'"):
+    with pytest.raises(ValueError, match=r"format 'nvfp4-pack-quantized' does not hold int weights"):
         load_quantized(ckpt, device="cpu", progress=False)
 
 

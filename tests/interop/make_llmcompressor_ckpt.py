@@ -35,6 +35,8 @@ SCHEMES = {
     "w4a16-gptq-actorder": ("GPTQModifier", "W4A16", {"actorder": "weight"}),
     "w8a16": ("QuantizationModifier", "W8A16", {}),
     "w8a8": ("QuantizationModifier", "W8A8", {}),
+    "fp8-dynamic": ("QuantizationModifier", "FP8_DYNAMIC", {}),
+    "nvfp4a16": ("QuantizationModifier", "NVFP4A16", {}),
 }
 
 
@@ -106,6 +108,10 @@ def reference_outputs(fp_path: Path, ckpt: Path, input_ids: torch.Tensor) -> dic
     model = AutoModelForCausalLM.from_pretrained(
         ckpt, dtype=torch.float32, quantization_config=CompressedTensorsConfig(dequantize=True))
     fp = AutoModelForCausalLM.from_pretrained(fp_path, dtype=torch.float32)
+    for module in model.modules():  # compressed-tensors' FP4 decompressor hands back bfloat16
+        w = getattr(module, "weight", None)  # weights: widen them (exactly) for the fp32 forward
+        if getattr(module, "quantization_scheme", None) is not None and w is not None and w.dtype != torch.float32:
+            module.weight.data = w.data.float()
     ref = {"input_ids": input_ids}
     with torch.no_grad():
         ref["logits"] = model(input_ids).logits.float()

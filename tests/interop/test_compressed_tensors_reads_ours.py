@@ -10,7 +10,9 @@ docs/interop.md.)
 
 Exact because both sides compute (q - z) * s with one rounding: compressed-tensors in the
 scale's dtype, qrt in float32 then cast. (q - z) is a small integer, so its product with
-an fp16 scale is exact in float32 and both round that same number once to fp16.
+an fp16 scale is exact in float32 and both round that same number once to fp16. The same
+holds for FP8 codes (4 significant bits) times 16-bit scales, and for FP4: e2m1 values
+times fp32(scale) / global_scale (NVFP4) or a power of two (MXFP4), in fp32 on both sides.
 """
 import json
 
@@ -52,19 +54,23 @@ def decompressed_by_transformers(path) -> torch.nn.Module:
 
 
 def assert_same_weights(ours: torch.nn.Module, theirs: torch.nn.Module) -> int:
+    """FP4 layers: compressed-tensors' FP4 decompressor returns bfloat16 weights (it unpacks
+    to bf16 and dequantizes in fp32); every other format is read into the model's fp16."""
     n = 0
     for name, layer in ours.named_modules():
         if isinstance(layer, QuantLinear):
             w = theirs.get_submodule(name).weight
-            assert w.dtype == torch.float16, name
-            assert torch.equal(w, layer.dequantize_weight(torch.float16)), name
+            fp4 = layer.scheme.is_float and layer.scheme.bits == 4
+            assert w.dtype == (torch.bfloat16 if fp4 else torch.float16), name
+            assert torch.equal(w, layer.dequantize_weight(w.dtype)), name
             n += 1
     return n
 
 
 @pytest.mark.parametrize("scheme,fmt", [
     ("w4a16", "pack-quantized"), ("w4a16-asym", "pack-quantized"), ("w8a16", "pack-quantized"),
-    ("w2a16", "pack-quantized"), ("w8a8", "int-quantized")])
+    ("w2a16", "pack-quantized"), ("w8a8", "int-quantized"), ("fp8", "float-quantized"),
+    ("fp8-w", "float-quantized"), ("nvfp4a16", "nvfp4-pack-quantized"), ("mxfp4a16", "mxfp4-pack-quantized")])
 def test_compressed_tensors_decompresses_qrt_files_exactly(scheme, fmt, tmp_path, rng_seed):
     model = tiny_llama(128, 256, 4, 2)  # in_features 128 and 256: every group size divides
     qrt.quantize_model(model, scheme)
@@ -72,7 +78,7 @@ def test_compressed_tensors_decompresses_qrt_files_exactly(scheme, fmt, tmp_path
     qc = json.loads((tmp_path / "q" / "config.json").read_text())["quantization_config"]
     assert qc["quant_method"] == "compressed-tensors" and qc["format"] == fmt
     assert assert_same_weights(model, decompressed_by_compressed_tensors(tmp_path / "q")) == 7
-    if scheme == "w4a16-asym":  # one file through transformers too (slower: ~3 s)
+    if scheme in ("w4a16-asym", "fp8"):  # through transformers too (slower: ~3 s each)
         assert assert_same_weights(model, decompressed_by_transformers(tmp_path / "q")) == 7
 
 
