@@ -60,6 +60,10 @@ CONFIGS = {
     "w8a8-sq-gptq-act": ("sq", "w8a8", "weight", {"rounding": "gptq"}),
     "w4a16-g128-awq-rtn": ("awq", "w4a16", None, {"rounding": "rtn"}),
     "w4a16-g128-awq-gptq-act": ("awq", "w4a16", "weight", {"rounding": "gptq"}),
+    # cheaper AWQ for the shared 2-core box: 32 calibration windows, 4 of them in the grid loss
+    "w4a16-g128-awq-rtn-n32": ("awq", "w4a16", None, {"rounding": "rtn", "nsamples": 32, "loss_windows": 4}),
+    "w4a16-g128-awq-gptq-act-n32": ("awq", "w4a16", "weight", {"rounding": "gptq", "nsamples": 32,
+                                                                "loss_windows": 4}),
 }
 TRANSFORM_KEYS = {"sq": ("alpha", "mappings"), "awq": ("n_grid", "duo_scaling", "loss_windows")}
 
@@ -121,8 +125,8 @@ def quantize(name: str, model, tok, model_dir, args) -> dict:
         gptq_quantize_model(model, tok, scheme, nsamples=args.nsamples, seqlen=args.seqlen, actorder=actorder,
                             **extra)
     elif method in TRANSFORM_KEYS:
-        gptq_quantize_model(model, tok, scheme, nsamples=args.nsamples, seqlen=args.seqlen, actorder=actorder,
-                            transform=make_transform(method, model, extra), **extra)
+        gptq_quantize_model(model, tok, scheme, nsamples=extra.pop("nsamples", args.nsamples), seqlen=args.seqlen,
+                            actorder=actorder, transform=make_transform(method, model, extra), **extra)
     elif method == "llmc":
         return {"quantize_seconds": llmc_quantize(model, tok, model_dir, scheme, actorder, args),
                 "quantize_cpu_seconds": None}
@@ -194,7 +198,7 @@ def run_config(name: str, args) -> dict:
                threads=torch.get_num_threads(), **timing)
     res.update(text=args.text)
     if method in ("gptq", "llmc", *TRANSFORM_KEYS):
-        res.update(nsamples=args.nsamples, seqlen=args.seqlen, **(extra[0] if extra else {}))
+        res.update(seqlen=args.seqlen, **{"nsamples": args.nsamples, **(extra[0] if extra else {})})
     return res
 
 
