@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from qrt.numerics.quant import fake_quantize
-from qrt.quantize.mappings import ScaleMapping, architecture, block_mappings, fold_scales
+from qrt.quantize.mappings import BlockTransform, ScaleMapping, block_mappings, fold_scales
 
 
 @dataclass(frozen=True)
@@ -93,18 +93,15 @@ class _MappingStats:
             self.gram = g if self.gram is None else self.gram + g
 
 
-class AWQ:
+class AWQ(BlockTransform):
     """The block transform the sequential driver calls: `start` hooks a block before its
     calibration pass, `fold` runs the grid searches and folds the best scales."""
 
     name = "awq"
 
     def __init__(self, model: nn.Module, config: AWQConfig | None = None):
-        self.config = config or AWQConfig()
-        self.norm_offset = architecture(model, self.name).norm_offset
-        self.model = model
+        super().__init__(model, config or AWQConfig())
         self._stats: dict[ScaleMapping, _MappingStats] = {}
-        self._handles = []
 
     def start(self, block: nn.Module) -> None:
         self.stop()
@@ -123,11 +120,6 @@ class AWQ:
             x = args[0] if args else next(iter(kwargs.values()))
             st.calls.append((args, dict(kwargs)))
             st.windows += x.shape[0] if x.ndim == 3 else 1
-
-    def stop(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
 
     @torch.no_grad()
     def fold(self, block: nn.Module, schemes: dict) -> dict[str, torch.Tensor]:

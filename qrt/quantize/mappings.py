@@ -126,3 +126,22 @@ def fold_scales(block: nn.Module, mapping: ScaleMapping, s: torch.Tensor, norm_o
     for b in mapping.balance:
         multiply_input(block.get_submodule(b), s)
     divide_output(block.get_submodule(mapping.smooth), s, norm_offset)
+
+
+class BlockTransform:
+    """Base of SmoothQuant and AWQ as the sequential driver calls them: `start(block)` hooks
+    a block before its calibration pass, `stop()` removes the hooks, `fold(block, schemes)`
+    folds the scales and returns {balance name: s}. Subclasses set `name`."""
+
+    name = ""
+
+    def __init__(self, model: nn.Module, config):
+        self.config = config
+        self.norm_offset = architecture(model, self.name).norm_offset
+        self.model = model
+        self._handles = []
+
+    def stop(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []

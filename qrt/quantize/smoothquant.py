@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from qrt.quantize.mappings import ScaleMapping, architecture, block_mappings, fold_scales
+from qrt.quantize.mappings import BlockTransform, ScaleMapping, block_mappings, fold_scales
 
 MIN_SCALE = 1e-5  # llmcompressor's MINIMUM_SMOOTHING_SCALE
 
@@ -66,17 +66,14 @@ def smoothing_factors(act_range: torch.Tensor, balance: list[nn.Linear], alpha: 
     return s.clamp(min=MIN_SCALE)
 
 
-class SmoothQuant:
+class SmoothQuant(BlockTransform):
     """The block transform the sequential driver calls (see module docstring)."""
 
     name = "smoothquant"
 
     def __init__(self, model: nn.Module, config: SmoothQuantConfig | None = None):
-        self.config = config or SmoothQuantConfig()
-        self.norm_offset = architecture(model, self.name).norm_offset
-        self.model = model
+        super().__init__(model, config or SmoothQuantConfig())
         self._ranges: dict[ScaleMapping, ChannelRange] = {}
-        self._handles = []
 
     def start(self, block: nn.Module) -> None:
         """Hook the first balance Linear of every mapping: its input is the smooth output."""
@@ -86,11 +83,6 @@ class SmoothQuant:
         for m, rng in self._ranges.items():
             hook = (lambda r: lambda mod, args: r.add(args[0]))(rng)
             self._handles.append(block.get_submodule(m.balance[0]).register_forward_pre_hook(hook))
-
-    def stop(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
 
     @torch.no_grad()
     def fold(self, block: nn.Module, schemes: dict) -> dict[str, torch.Tensor]:
