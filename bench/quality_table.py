@@ -55,7 +55,17 @@ CONFIGS = {
     "w4a16-g128ragged-gptq-act": ("gptq", "w4a16", "weight", {"ragged_groups": True}),
     # run-to-run spread of GPTQ: the same config calibrated on other windows of the same text
     "w4a16-g128-gptq-act-seed1": ("gptq", "w4a16", "weight", {"seed": 1}),
+    # activation-aware scales folded before rounding (qrt.quantize.smoothquant / awq)
+    "w8a8-sq-rtn": ("sq", "w8a8", None, {"rounding": "rtn"}),
+    "w8a8-sq-gptq-act": ("sq", "w8a8", "weight", {"rounding": "gptq"}),
+    "w4a16-g128-awq-rtn": ("awq", "w4a16", None, {"rounding": "rtn"}),
+    "w4a16-g128-awq-gptq-act": ("awq", "w4a16", "weight", {"rounding": "gptq"}),
+    # cheaper AWQ for the shared 2-core box: 32 calibration windows, 4 of them in the grid loss
+    "w4a16-g128-awq-rtn-n32": ("awq", "w4a16", None, {"rounding": "rtn", "nsamples": 32, "loss_windows": 4}),
+    "w4a16-g128-awq-gptq-act-n32": ("awq", "w4a16", "weight", {"rounding": "gptq", "nsamples": 32,
+                                                                "loss_windows": 4}),
 }
+TRANSFORM_KEYS = {"sq": ("alpha", "mappings"), "awq": ("n_grid", "duo_scaling", "loss_windows")}
 
 
 def hardware() -> dict:
@@ -115,6 +125,9 @@ def quantize(name: str, model, tok, model_dir, args) -> dict:
     elif method == "gptq":
         gptq_quantize_model(model, tok, scheme, nsamples=args.nsamples, seqlen=args.seqlen, actorder=actorder,
                             **extra)
+    elif method in TRANSFORM_KEYS:
+        gptq_quantize_model(model, tok, scheme, nsamples=extra.pop("nsamples", args.nsamples), seqlen=args.seqlen,
+                            actorder=actorder, transform=make_transform(method, model, extra), **extra)
     elif method == "llmc":
         return {"quantize_seconds": llmc_quantize(model, tok, model_dir, scheme, actorder, args),
                 "quantize_cpu_seconds": None}
@@ -122,15 +135,24 @@ def quantize(name: str, model, tok, model_dir, args) -> dict:
             "quantize_cpu_seconds": time.process_time() - cpu0 if method != "fp" else None}
 
 
+def make_transform(method: str, model, extra: dict):
+    """The SmoothQuant / AWQ transform of a config; its settings are popped from extra."""
+    from qrt.quantize.awq import AWQ, AWQConfig
+    from qrt.quantize.smoothquant import SmoothQuant, SmoothQuantConfig
+    cfg = {k: extra.pop(k) for k in TRANSFORM_KEYS[method] if k in extra}
+    return SmoothQuant(model, SmoothQuantConfig(**cfg)) if method == "sq" else AWQ(model, AWQConfig(**cfg))
+
+
 def cached_quantize(name: str, model, tok, model_dir, args):
     """quantize(), or its result from --cache-dir: GPTQ models as fp32 qrt checkpoints,
     llmcompressor's as its dequantized weights. -> (model, timing fields)."""
     from qrt import load_quantized, save_quantized
     method = CONFIGS[name][0]
-    cache = Path(args.cache_dir) / name if args.cache_dir and method in ("gptq", "llmc") else None
+    calibrated = ("gptq", *TRANSFORM_KEYS)
+    cache = Path(args.cache_dir) / name if args.cache_dir and method in (*calibrated, "llmc") else None
     if cache is not None and (cache / "timing.json").exists():
         timing = json.loads((cache / "timing.json").read_text())
-        if method == "gptq":
+        if method in calibrated:
             return load_quantized(cache / "ckpt", device="cpu", dtype=torch.float32, progress=False), timing
         with torch.no_grad():
             for n, w in torch.load(cache / "weights.pt").items():
@@ -139,7 +161,7 @@ def cached_quantize(name: str, model, tok, model_dir, args):
     timing = quantize(name, model, tok, model_dir, args)
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
-        if method == "gptq":
+        if method in calibrated:
             save_quantized(model, cache / "ckpt", tokenizer=tok, dtype=torch.float32, ragged_groups=True)
         else:
             torch.save({n: m.weight for n, m in model.named_modules()
@@ -148,17 +170,36 @@ def cached_quantize(name: str, model, tok, model_dir, args):
     return model, timing
 
 
+def pystdlib_text() -> tuple[str, list[str]]:
+    """Out-of-domain text (code, not Wikipedia): this Python's top-level standard-library
+    modules (no leading underscore), shuffled with seed 0, joined by blank lines."""
+    import random
+    import sysconfig
+    files = sorted(p for p in Path(sysconfig.get_paths()["stdlib"]).glob("*.py") if not p.name.startswith("_"))
+    random.Random(0).shuffle(files)
+    return "\n\n".join(p.read_text(encoding="utf-8", errors="replace") for p in files), [p.name for p in files]
+
+
+def eval_ids(tok, text: str) -> torch.Tensor:
+    """Token ids of the evaluation text: WikiText-2 test (GPTQ protocol) or pystdlib."""
+    from qrt.eval.ppl import tokenize_eval_text
+    if text == "wikitext":
+        return tokenize_eval_text(tok)
+    return tok(pystdlib_text()[0], return_tensors="pt").input_ids.reshape(-1)
+
+
 def run_config(name: str, args) -> dict:
-    from qrt.eval.ppl import perplexity, tokenize_eval_text
+    from qrt.eval.ppl import perplexity
     method, scheme, actorder, *extra = CONFIGS[name]
     model, tok, model_dir = load_fp32(args.model)
     model, timing = cached_quantize(name, model, tok, model_dir, args)
     t0 = time.time()
-    res = perplexity(model, tokenize_eval_text(tok), max_windows=args.windows or None).to_dict()
+    res = perplexity(model, eval_ids(tok, args.text), max_windows=args.windows or None).to_dict()
     res.update(config=name, method=method, scheme=scheme, actorder=actorder, eval_seconds=time.time() - t0,
                threads=torch.get_num_threads(), **timing)
-    if method in ("gptq", "llmc"):
-        res.update(nsamples=args.nsamples, seqlen=args.seqlen, **(extra[0] if extra else {}))
+    res.update(text=args.text)
+    if method in ("gptq", "llmc", *TRANSFORM_KEYS):
+        res.update(seqlen=args.seqlen, **{"nsamples": args.nsamples, **(extra[0] if extra else {})})
     return res
 
 
@@ -176,6 +217,9 @@ def main() -> None:
     ap.add_argument("--results", default=str(RUNS), help="per-config result directory")
     ap.add_argument("--cache-dir", default=None,
                     help="keep quantized models here and reuse them (e.g. to re-evaluate on more windows)")
+    ap.add_argument("--text", choices=["wikitext", "pystdlib"], default="wikitext",
+                    help="evaluation text: WikiText-2 test (default) or Python standard-library source "
+                         "(out of domain; result files get a __pystdlib suffix)")
     ap.add_argument("--markdown", action="store_true",
                     help="only print the docs/quality.md table from the runs already in --results")
     ap.add_argument("--threads", type=int, default=None,
@@ -191,7 +235,7 @@ def main() -> None:
     for name in args.only.split(","):
         if name not in CONFIGS:
             sys.exit(f"unknown config {name!r}; expected one of {list(CONFIGS)}")
-        path = runs / f"{name}__w{args.windows}.json"
+        path = runs / f"{name}{'' if args.text == 'wikitext' else '__' + args.text}__w{args.windows}.json"
         if path.exists():
             continue
         res = run_config(name, args)
@@ -202,7 +246,8 @@ def main() -> None:
         write_table()
 
 
-LABELS = {"fp": "fp32", "rtn": "RTN", "gptq": "GPTQ (qrt)", "llmc": "GPTQ (llmcompressor 0.14)"}
+LABELS = {"fp": "fp32", "rtn": "RTN", "gptq": "GPTQ (qrt)", "llmc": "GPTQ (llmcompressor 0.14)",
+          "sq": "SmoothQuant + ", "awq": "AWQ + "}
 
 
 def markdown_table(runs: Path, windows: int) -> str:
@@ -216,13 +261,14 @@ def markdown_table(runs: Path, windows: int) -> str:
              "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |"]
     for name, r in got.items():
         base = rtn.get((r["scheme"], r.get("ragged_groups", False)))
-        closed = (f"{1 - (r['ppl'] - fp) / (base - fp):.0%}" if r["method"] in ("gptq", "llmc") and base else "")
+        closed = (f"{1 - (r['ppl'] - fp) / (base - fp):.0%}" if r["method"] not in ("fp", "rtn") and base else "")
         extra = (", fp32 scales" if r.get("scale_dtype") == "float32" else "") + \
             (", static groups" if r.get("static_groups") else "")
         secs = r.get("quantize_seconds") or 0
         when = "-" if r["method"] == "fp" else (f"{secs / 60:.1f} min" if secs >= 60 else f"{secs:.0f} s")
         when += f" ({r['threads']})" if r["method"] != "fp" and r.get("threads") else ""
-        lines.append(f"| `{name}` | {r['scheme'] or '-'} | {LABELS[r['method']]}{extra} | {r.get('actorder') or '-'} | "
+        label = LABELS[r["method"]] + (r.get("rounding", "").upper() if r["method"] in TRANSFORM_KEYS else "")
+        lines.append(f"| `{name}` | {r['scheme'] or '-'} | {label}{extra} | {r.get('actorder') or '-'} | "
                      f"{r['ppl']:.3f} | {100 * (r['ppl'] / fp - 1):+.2f}% | {closed} | {when} |")
     return "\n".join(lines)
 

@@ -1,6 +1,6 @@
-"""`qrt quantize MODEL --scheme w4a16 --out DIR [--method gptq]`: quantize a model (RTN, or
-GPTQ calibrated on text) into a compressed-tensors checkpoint (vLLM / SGLang /
-transformers read it unchanged)."""
+"""`qrt quantize MODEL --scheme w4a16 --out DIR [--method gptq|smoothquant|awq] [--smooth awq]`:
+quantize a model (RTN, or GPTQ / SmoothQuant / AWQ calibrated on text) into a
+compressed-tensors checkpoint (vLLM / SGLang / transformers read it unchanged)."""
 from __future__ import annotations
 
 import argparse
@@ -32,9 +32,18 @@ def add_quantize_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_gptq_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("GPTQ (--method gptq)")
-    g.add_argument("--method", choices=["rtn", "gptq"], default="rtn",
-                   help="rtn: round to nearest (default); gptq: GPTQ with calibration text")
+    g = p.add_argument_group("GPTQ (--method gptq), SmoothQuant and AWQ (calibrated on text)")
+    g.add_argument("--method", choices=["rtn", "gptq", "smoothquant", "awq"], default="rtn",
+                   help="rtn: round to nearest (default); gptq: GPTQ with calibration text; "
+                        "smoothquant / awq: those scales folded in, then round to nearest")
+    g.add_argument("--smooth", choices=["smoothquant", "awq"], default=None,
+                   help="with --method gptq: fold SmoothQuant or AWQ scales before GPTQ")
+    g.add_argument("--alpha", type=float, default=0.5, help="SmoothQuant migration strength (default: 0.5)")
+    g.add_argument("--smooth-mappings", choices=["norms", "all"], default="norms",
+                   help="SmoothQuant: norm -> q/k/v, gate/up (default) or also v -> o, up -> down")
+    g.add_argument("--awq-grid", type=int, default=20, help="AWQ grid points per mapping (default: 20)")
+    g.add_argument("--awq-loss-windows", type=int, default=None,
+                   help="AWQ: calibration windows in the grid-search loss (default: all)")
     g.add_argument("--actorder", choices=["weight", "group", "none"], default="weight",
                    help="column order: weight (default; no g_idx), group (g_idx; qrt reads it, "
                         "compressed-tensors >= 0.19 rejects it) or none")
@@ -77,7 +86,7 @@ def run(args) -> int:
     check_out_dir(args.out, args.overwrite)  # refuse a bad --out before a long quantization run
     scheme = scheme_from_args(args)
     model, tok = load_fp_model(args.model, trust_remote_code=args.trust_remote_code)
-    if args.method == "gptq":
+    if args.method != "rtn" or args.smooth:
         run_gptq(model, tok, scheme, args)
     else:
         quantize_model(model, scheme, ignore=args.ignore, targets=args.targets, progress=True,
@@ -91,14 +100,33 @@ def run(args) -> int:
     return 0
 
 
+def make_transform(model, args):
+    """The SmoothQuant / AWQ transform that --method / --smooth ask for, or None."""
+    smooth = args.smooth or (args.method if args.method in ("smoothquant", "awq") else None)
+    if args.smooth and args.method != "gptq":
+        raise SystemExit(f"--smooth {args.smooth} composes with --method gptq; for round to nearest "
+                         f"use --method {args.smooth}")
+    try:
+        if smooth == "smoothquant":
+            from qrt.quantize.smoothquant import SmoothQuant, SmoothQuantConfig
+            return SmoothQuant(model, SmoothQuantConfig(alpha=args.alpha, mappings=args.smooth_mappings))
+        if smooth == "awq":
+            from qrt.quantize.awq import AWQ, AWQConfig
+            return AWQ(model, AWQConfig(n_grid=args.awq_grid, loss_windows=args.awq_loss_windows))
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    return None
+
+
 def run_gptq(model, tok, scheme, args) -> None:
     from qrt.quantize.gptq_model import gptq_quantize_model
     if tok is None:
-        raise SystemExit(f"--method gptq: {args.model} has no tokenizer files; GPTQ needs one to "
-                         "tokenize the calibration text")
+        raise SystemExit(f"--method {args.method}: {args.model} has no tokenizer files; calibration needs "
+                         "one to tokenize the calibration text")
     if args.quantize_embedding:
         raise SystemExit("--quantize-embedding is RTN-only; drop it or use --method rtn")
     gptq_quantize_model(model, tok, scheme, calib=args.calib, nsamples=args.nsamples, seqlen=args.seqlen,
                         actorder=args.actorder, percdamp=args.percdamp, block_size=args.block_size,
                         ignore=args.ignore, targets=args.targets, device=args.calib_device,
-                        ragged_groups=args.ragged_groups)
+                        ragged_groups=args.ragged_groups, transform=make_transform(model, args),
+                        rounding="gptq" if args.method == "gptq" else "rtn")

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from qrt.data.windows import calibration_windows, model_context
 from qrt.formats.targets import set_submodule
+from qrt.numerics.quant import quantize_weight
 from qrt.quantize.gptq import HessianAccumulator, gptq_quantize_weight
 from qrt.quantize.plan import plan_layers, record_quantization
 from qrt.runtime.linear import QuantLinear
@@ -97,6 +98,20 @@ class BlockHessians:
     def hessian(self, name: str) -> torch.Tensor:
         return self.acc[self.alias.get(name, name)].hessian()
 
+    def rescale_inputs(self, scales: dict[str, torch.Tensor]) -> None:
+        """The inputs of Linear `name` became x / s (a folded smoothing scale s [in]):
+        H -> diag(1/s) H diag(1/s), once per shared accumulator."""
+        done = {}
+        for name, s in scales.items():
+            owner = self.alias.get(name, name)
+            if owner in done:
+                if not torch.equal(done[owner], s):
+                    raise RuntimeError(f"{name} shares its input with {owner} but got another scale")
+                continue
+            inv = 1.0 / s.to(self.acc[owner].xtx.device, torch.float32)
+            self.acc[owner].xtx.mul_(inv[:, None] * inv[None, :])
+            done[owner] = s
+
     def remove(self) -> None:
         for h in self._handles:
             h.remove()
@@ -131,19 +146,41 @@ def _normalize_actorder(actorder: str | None) -> str | None:
 
 @torch.no_grad()
 def quantize_block(block: nn.Module, prefix: str, linears: dict[str, tuple[nn.Linear, QuantScheme]],
-                   inputs: list[tuple[torch.Tensor, dict]], gptq_kwargs: dict,
-                   need_outputs: bool = True) -> list[torch.Tensor]:
-    """Calibrate, GPTQ and swap the `linears` ({full name: (Linear, its scheme)} under
+                   inputs: list[tuple[torch.Tensor, dict]], gptq_kwargs: dict | None,
+                   need_outputs: bool = True, transform=None) -> list[torch.Tensor]:
+    """Calibrate, quantize and swap the `linears` ({full name: (Linear, its scheme)} under
     `prefix`) of one block, then return the quantized block's outputs for `inputs`
-    (none for the last block: nothing consumes them)."""
+    (none for the last block: nothing consumes them).
+
+    gptq_kwargs None: round to nearest instead of GPTQ. transform (SmoothQuant, AWQ):
+    `start(block)` before the calibration pass, `fold(block, schemes) -> {name: s}` after
+    it, which folds per-channel scales into the fp weights; the Hessians follow (x -> x / s).
+    """
     device = inputs[0][0].device
-    hessians = BlockHessians({n: lin for n, (lin, _) in linears.items()}, device)
-    try:
-        run_block(block, inputs, before_call=hessians.new_call)
-    finally:
-        hessians.remove()
-    for name, (linear, scheme) in linears.items():
-        qw = gptq_quantize_weight(linear.weight, hessians.hessian(name), scheme, name=name, **gptq_kwargs)
+    rel = {name[len(prefix) + 1:]: name for name in linears}
+    hessians = None
+    if gptq_kwargs is not None:
+        hessians = BlockHessians({n: lin for n, (lin, _) in linears.items()}, device)
+    if hessians is not None or transform is not None:
+        if transform is not None:
+            transform.start(block)
+        try:
+            run_block(block, inputs, before_call=hessians.new_call if hessians else None)
+        finally:
+            if hessians is not None:
+                hessians.remove()
+            if transform is not None:
+                transform.stop()
+    if transform is not None:
+        scaled = transform.fold(block, {r: linears[n][1] for r, n in rel.items()})
+        if hessians is not None:
+            hessians.rescale_inputs({rel[r]: s for r, s in scaled.items() if r in rel})
+    for name, (_, scheme) in linears.items():
+        linear = block.get_submodule(name[len(prefix) + 1:])
+        if hessians is not None:
+            qw = gptq_quantize_weight(linear.weight, hessians.hessian(name), scheme, name=name, **gptq_kwargs)
+        else:
+            qw = quantize_weight(linear.weight.detach(), scheme)
         bias = None if linear.bias is None else linear.bias.detach()
         layer = QuantLinear.from_quantized(qw, scheme, bias=bias, dtype=linear.weight.dtype)
         if scheme.activations is None:
@@ -167,7 +204,7 @@ def gptq_quantize_model(model: nn.Module, tokenizer, scheme: "str | QuantScheme"
                         block_size: int = 128, ignore: Sequence[str] = ("lm_head",),
                         targets: Sequence[str] = ("Linear",), static_groups: bool | None = None,
                         seed: int = 0, batch_size: int = 8, device=None, ragged_groups: bool = False,
-                        progress: bool = True) -> nn.Module:
+                        progress: bool = True, transform=None, rounding: str = "gptq") -> nn.Module:
     """GPTQ every target Linear of a decoder-only model in place (block by block); returns
     it with QuantLinear layers and a `qrt_quantization` record, ready for save_quantized.
 
@@ -176,12 +213,17 @@ def gptq_quantize_model(model: nn.Module, tokenizer, scheme: "str | QuantScheme"
     device: where each block is calibrated (default: where the model is). Per-layer
     conventions follow qrt.quantize_model (16-bit scales; a group size that does not divide
     in_features is reduced unless ragged_groups). Targeted Linears outside the decoder blocks
-    get round-to-nearest.
+    get round-to-nearest. rounding "rtn": round to nearest inside the blocks too (for a
+    transform). transform: a per-block SmoothQuant or AWQ (qrt.quantize.smoothquant/awq)
+    folded before the weights are rounded; see quantize_block.
     """
     if resolve_scheme(scheme).is_float:
         raise ValueError(f"scheme {scheme!r}: GPTQ for float (FP8/FP4) weights is not implemented; "
                          "use round-to-nearest (qrt.quantize_model, --method rtn)")
-    scheme = resolve_scheme(scheme).replace(actorder=_normalize_actorder(actorder))
+    if rounding not in ("gptq", "rtn"):
+        raise ValueError(f"rounding must be 'gptq' or 'rtn', found {rounding!r}")
+    actorder = _normalize_actorder(actorder) if rounding == "gptq" else None
+    scheme = resolve_scheme(scheme).replace(actorder=actorder)
     ctx = model_context(model)
     if ctx is not None and seqlen > ctx:
         raise ValueError(f"seqlen {seqlen} exceeds the model context of {ctx} tokens")
@@ -195,17 +237,19 @@ def gptq_quantize_model(model: nn.Module, tokenizer, scheme: "str | QuantScheme"
     was_training = model.training
     model.eval()
     inputs = _to(capture_block_inputs(model, blocks[0], windows, batch_size), device)
-    for i, block in enumerate(tqdm(blocks, desc=f"GPTQ {nsamples}x{seqlen}", disable=not progress)):
+    method = "+".join(([transform.name] if transform is not None else []) + [rounding])
+    for i, block in enumerate(tqdm(blocks, desc=f"{method} {nsamples}x{seqlen}", disable=not progress)):
         prefix = f"{blocks_name}.{i}"
         block.to(device)
         outputs = quantize_block(block, prefix, {n: v for n, v in plan.items() if n.startswith(prefix + ".")},
-                                 inputs, gptq_kwargs, need_outputs=i + 1 < len(blocks))
+                                 inputs, gptq_kwargs if rounding == "gptq" else None,
+                                 need_outputs=i + 1 < len(blocks), transform=transform)
         block.to(home)
         inputs = [(out, kwargs) for out, (_, kwargs) in zip(outputs, inputs)]
     for name, (module, layer_s) in plan.items():
         if not name.startswith(blocks_name + "."):
             set_submodule(model, name, QuantLinear.from_linear(module, layer_s.replace(actorder=None)))
     model.train(was_training)
-    model.qrt_quantization = record_quantization(model, "gptq", scheme, targets, ignore, adjusted,
+    model.qrt_quantization = record_quantization(model, method, scheme, targets, ignore, adjusted,
                                                  tied[0] if tied else None)
     return model

@@ -1,0 +1,191 @@
+"""AWQ (Lin et al., 2023): activation-aware per-channel scales found by grid search.
+
+For each mapping (qrt.quantize.mappings) of a block, with x_j = mean_t |x_tj| over the
+calibration tokens reaching the balance Linears and w_j the mean over output rows of
+|W_oj| / max |W| of its quantization group (llmcompressor's duo scaling):
+  s(r) = x^r / (w^(1-r) + 1e-4)  (r = 0 without duo: s = 1, the identity, is always tried)
+  s   /= sqrt(max s * min s)
+  L(r) = || parent(x; Q(W diag s) diag(1/s)) - parent(x; W) ||^2 / numel
+over the n_grid ratios, where Q is the layer's own round-to-nearest (its scheme, group size
+and scale dtype) and parent is the balance layers' common module (self_attn, mlp, or the
+Linear itself, whose loss is tr(dW X^T X dW^T), the same sum without the tokens). The best
+s is folded: the smooth module's output / s, the balance columns * s; the weights are then
+quantized by RTN or GPTQ, so the checkpoint is plain pack-quantized. Grid, scales and loss
+follow llmcompressor's AWQModifier, so the two pick the same scales on the same activations.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from qrt.numerics.quant import fake_quantize
+from qrt.quantize.mappings import BlockTransform, ScaleMapping, block_mappings, fold_scales
+
+
+@dataclass(frozen=True)
+class AWQConfig:
+    """n_grid: grid points (ratios) per mapping; duo_scaling: weight magnitudes join the
+    activation ones (llmcompressor's default); loss_windows: calibration windows whose
+    self_attn / mlp outputs enter the grid-search loss (None: all). Activation means and the
+    X^T X of Linear parents always use every window."""
+
+    n_grid: int = 20
+    duo_scaling: bool = True
+    loss_windows: int | None = None
+
+    def __post_init__(self):
+        if not (isinstance(self.n_grid, int) and self.n_grid >= 2):
+            raise ValueError(f"AWQ n_grid must be an int >= 2, found {self.n_grid!r}")
+        if not isinstance(self.duo_scaling, bool):
+            raise ValueError(f"AWQ duo_scaling must be a bool, found {self.duo_scaling!r}")
+        if self.loss_windows is not None and not (isinstance(self.loss_windows, int) and self.loss_windows >= 1):
+            raise ValueError(f"AWQ loss_windows must be None or an int >= 1, found {self.loss_windows!r}")
+
+    def grid(self) -> list[tuple[float, bool]]:
+        """(ratio, duo) points, as llmcompressor's _get_grid_search_params."""
+        if not self.duo_scaling:
+            return [(i / (self.n_grid - 1), False) for i in range(self.n_grid)]
+        return [(0.0, False)] + [(i / (self.n_grid - 2), True) for i in range(self.n_grid - 1)]
+
+
+def weight_means(balance: list[nn.Linear], schemes: list) -> torch.Tensor:
+    """w [in]: mean over every balance row of |W| normalized by its quantization group's max."""
+    total, rows = 0.0, 0
+    for lin, scheme in zip(balance, schemes):
+        w = lin.weight.detach().float().abs()
+        g = w.shape[1] if scheme is None or scheme.strategy != "group" else scheme.group_size
+        if scheme is not None and scheme.strategy == "tensor":
+            w = w / (w.amax() + 1e-6)
+        else:
+            w = w.reshape(-1, g)
+            w = (w / (w.amax(dim=1, keepdim=True) + 1e-6)).reshape(lin.weight.shape)
+        total = total + w.sum(dim=0, dtype=torch.float64)
+        rows += w.shape[0]
+    return (total / rows).float()
+
+
+def candidate_scales(x_mean: torch.Tensor, w_mean: torch.Tensor | None, ratio: float, duo: bool) -> torch.Tensor:
+    if duo:
+        s = (x_mean.pow(ratio) / (w_mean.pow(1 - ratio) + 1e-4)).clamp(min=1e-4)
+    else:
+        s = x_mean.pow(ratio).clamp(min=1e-4)
+    s = s / (s.max() * s.min()).sqrt()
+    return torch.where(torch.isfinite(s), s, torch.ones_like(s))
+
+
+class _MappingStats:
+    """What one mapping's calibration pass leaves: sum |x| and token count; for a module
+    parent, its (args, kwargs) per call (the first loss_windows windows); for a Linear
+    parent, the Gram matrix X^T X of its inputs."""
+
+    def __init__(self):
+        self.abs_sum, self.count, self.calls, self.windows, self.gram = None, 0, [], 0, None
+
+    def add_input(self, x: torch.Tensor, linear_parent: bool) -> None:
+        x2 = x.detach().reshape(-1, x.shape[-1]).float()
+        s = x2.abs().sum(dim=0)
+        self.abs_sum = s if self.abs_sum is None else self.abs_sum + s
+        self.count += x2.shape[0]
+        if linear_parent:
+            g = x2.T @ x2
+            self.gram = g if self.gram is None else self.gram + g
+
+
+class AWQ(BlockTransform):
+    """The block transform the sequential driver calls: `start` hooks a block before its
+    calibration pass, `fold` runs the grid searches and folds the best scales."""
+
+    name = "awq"
+
+    def __init__(self, model: nn.Module, config: AWQConfig | None = None):
+        super().__init__(model, config or AWQConfig())
+        self._stats: dict[ScaleMapping, _MappingStats] = {}
+
+    def start(self, block: nn.Module) -> None:
+        self.stop()
+        self._stats = {m: _MappingStats() for m in block_mappings(self.model, block, self.name)}
+        for m, st in self._stats.items():
+            linear_parent = isinstance(block.get_submodule(m.parent), nn.Linear)
+            self._handles.append(block.get_submodule(m.balance[0]).register_forward_pre_hook(
+                (lambda st, lp: lambda mod, args: st.add_input(args[0], lp))(st, linear_parent)))
+            if not linear_parent:
+                self._handles.append(block.get_submodule(m.parent).register_forward_pre_hook(
+                    (lambda st: lambda mod, args, kwargs: self._cache_call(st, args, kwargs))(st), with_kwargs=True))
+
+    def _cache_call(self, st: _MappingStats, args, kwargs) -> None:
+        limit = self.config.loss_windows
+        if limit is None or st.windows < limit:
+            x = args[0] if args else next(iter(kwargs.values()))
+            st.calls.append((args, dict(kwargs)))
+            st.windows += x.shape[0] if x.ndim == 3 else 1
+
+    @torch.no_grad()
+    def fold(self, block: nn.Module, schemes: dict) -> dict[str, torch.Tensor]:
+        """Grid-search and fold every mapping of the block, in order. schemes: {balance name
+        (relative to the block): the layer's QuantScheme} for the Linears that get quantized.
+        -> {balance name: s}: their inputs are now x / s."""
+        self.stop()
+        scaled = {}
+        for m, st in self._stats.items():
+            if not any(b in schemes for b in m.balance):
+                continue  # nothing in this mapping is quantized
+            s = self.best_scales(block, m, st, schemes)
+            fold_scales(block, m, s, self.norm_offset)
+            scaled.update({b: s for b in m.balance})
+        self._stats = {}
+        return scaled
+
+    def best_scales(self, block: nn.Module, m: ScaleMapping, st: _MappingStats, schemes: dict) -> torch.Tensor:
+        """The grid point with the least loss (module docstring); the weights are restored."""
+        if st.count == 0:
+            raise ValueError(f"AWQ: no calibration activations reached {m.balance[0]}")
+        balance = [block.get_submodule(b) for b in m.balance]
+        layer_schemes = [schemes.get(b) for b in m.balance]
+        x_mean = st.abs_sum / st.count
+        w_mean = weight_means(balance, layer_schemes) if self.config.duo_scaling else None
+        orig = [b.weight.detach().clone() for b in balance]
+        parent = block.get_submodule(m.parent)
+        reference = None if st.gram is not None else _run_calls(parent, st.calls)
+        best, best_loss = None, float("inf")
+        try:
+            for ratio, duo in self.config.grid():
+                s = candidate_scales(x_mean, w_mean, ratio, duo)
+                if st.gram is not None:  # a Linear parent: the loss from X^T X
+                    dw = _scaled_fake_quant(orig[0], s, layer_schemes[0]) - orig[0].float()
+                    loss = ((dw @ st.gram) * dw).sum().item() / (st.count * dw.shape[0])
+                else:
+                    for lin, w0, scheme in zip(balance, orig, layer_schemes):
+                        lin.weight.copy_(_scaled_fake_quant(w0, s, scheme).to(w0.dtype))
+                    loss = _mse(reference, _run_calls(parent, st.calls))
+                if loss < best_loss:
+                    best, best_loss = s, loss
+        finally:
+            for lin, w0 in zip(balance, orig):
+                lin.weight.copy_(w0)
+        if best is None:
+            raise ValueError(f"AWQ: no finite grid-search loss for {m.smooth} -> {m.balance} "
+                             "(NaN/Inf in the block's outputs on the calibration data)")
+        return best
+
+
+def _scaled_fake_quant(w: torch.Tensor, s: torch.Tensor, scheme) -> torch.Tensor:
+    """Q(W diag s) diag(1/s) in float32 (W itself when the layer is not quantized)."""
+    if scheme is None:
+        return w.float()
+    return fake_quantize(w.float() * s[None, :], scheme.replace(scale_dtype=scheme.scale_dtype or "float32")) \
+        .float() / s[None, :]
+
+
+def _run_calls(module: nn.Module, calls) -> list[torch.Tensor]:
+    outs = []
+    for args, kwargs in calls:
+        out = module(*args, **kwargs)
+        outs.append(out[0] if isinstance(out, (tuple, list)) else out)
+    return outs
+
+
+def _mse(ref: list[torch.Tensor], got: list[torch.Tensor]) -> float:
+    num = sum(((a.float() - b.float()) ** 2).sum() for a, b in zip(ref, got))
+    return (num / sum(a.numel() for a in ref)).item()
