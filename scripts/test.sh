@@ -15,5 +15,5 @@ if [ "${1:-}" = "--latest" ] || [ "${QRT_LATEST:-0}" = 1 ]; then
 fi
 bash scripts/setup.sh "${SETUP_ARGS[@]}"
 export TRITON_INTERPRET=1
-export QRT_LLMCOMPRESSOR_PYTHON="$PWD/.venv-llmc/bin/python"
+export QRT_LLMCOMPRESSOR_PYTHON="$PWD/.venv-llmc/bin/python" QRT_LLMC_PYTHON="$PWD/.venv-llmc/bin/python"
 "${QRT_VENV:-.venv}/bin/python" -m pytest -q -p no:cacheprovider "$@"
