@@ -95,14 +95,12 @@ class GenerationHandler:
                 except asyncio.TimeoutError:
                     self._check_engine(rid)
                 if time.monotonic() >= deadline:
-                    self.engine.abort(rid)
-                    self._record(await asyncio.wait_for(outputs.next(), ABORT_WAIT_S))  # the abort's final output
+                    await self._abort(rid, outputs)
                     raise self._timeout_error()
                 if time.monotonic() >= next_check:  # whether tokens flow or not
                     next_check = time.monotonic() + DISCONNECT_POLL_S
                     if await request.is_disconnected():
-                        self.engine.abort(rid)
-                        self._record(await outputs.next())  # the abort's final output
+                        await self._abort(rid, outputs)
                         return None
         except asyncio.CancelledError:
             self.engine.abort(rid)
@@ -148,6 +146,14 @@ class GenerationHandler:
     def _timeout_error(self) -> HTTPError:
         return HTTPError(408, f"request exceeded the server's deadline of {self.request_timeout_s} s and was aborted",
                          None, "timeout")
+
+    async def _abort(self, rid: str, outputs: _Outputs) -> None:
+        """Abort the request and record its final output (bounded: the engine may be gone)."""
+        self.engine.abort(rid)
+        try:
+            self._record(await asyncio.wait_for(outputs.next(), ABORT_WAIT_S))
+        except asyncio.TimeoutError:
+            self.metrics.record("abort")
 
     def _check_engine(self, rid: str) -> None:
         """HTTPError 503 (after aborting the request) if the engine can no longer finish it."""
