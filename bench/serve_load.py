@@ -107,9 +107,11 @@ def main() -> None:
     ap.add_argument("--out", default="bench/results/serve_load_smollm2.json")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "bench"))
-    from serve_engine_choice import machine
+    import torch
+    from machine import machine_info
     rows = [run_variant(v, args) for v in args.variants.split(",")]
-    out = {"machine": machine() | {"torch_threads": args.threads}, "model": args.model, "args": vars(args),
+    out = {"machine": machine_info(torch.device("cpu")) | {"torch_threads": args.threads}, "model": args.model,
+           "args": vars(args),
            "results": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2, default=str) + "\n")
