@@ -1,6 +1,6 @@
 """The README demo: quantize the embedded SmolLM2-135M-Instruct to W4A16, save it,
-load_quantized it back, generate a reply, and compare with the unquantized fp32 model in
-the same run: checkpoint size vs fp16, load time, peak memory and decode tokens/s.
+load_quantized it back, generate a reply on qrt's engine, and compare with the unquantized
+fp32 model (on the same engine) in the same run: checkpoint size vs fp16, load time, peak memory and decode tokens/s.
 
 Each model is loaded in its own child process, so peak RSS and load time belong to that
 model alone; decode speed is then measured with both models in one process, in alternating
@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 
 PROMPT = "What is the capital of France? Answer in one sentence."
 
@@ -42,6 +43,8 @@ def measure(kind: str, path: str, new_tokens: int) -> dict:
     from qrt import load_quantized
     from qrt.checkpoint.skeleton import model_class
     from qrt.commands.generate import encode_prompt
+    from qrt.serve.request_state import eos_ids
+    from qrt.serve.sampling import SamplingParams
     torch.manual_seed(0)
     model_class(AutoConfig.from_pretrained(path))  # import the modeling code before timing (both sides)
     before = rss_mb()
@@ -53,41 +56,54 @@ def measure(kind: str, path: str, new_tokens: int) -> dict:
     load_s = time.perf_counter() - t0
     load_peak = peak_rss_mb()
     tok = AutoTokenizer.from_pretrained(path)
-    ids = encode_prompt(tok, PROMPT)
-    gen = dict(attention_mask=torch.ones_like(ids), do_sample=False, pad_token_id=tok.eos_token_id)
-    with torch.inference_mode():
-        # from_pretrained maps the file lazily: its first forward pays for reading the weights
-        t = time.perf_counter()
-        model.generate(ids, max_new_tokens=1, **gen)
-        first_token_s = time.perf_counter() - t
-        reply = model.generate(ids, max_new_tokens=new_tokens, **gen)[0, ids.shape[1]:]
+    ids = encode_prompt(tok, PROMPT)[0].tolist()
+    engine = make_engine(model, len(ids) + new_tokens, eos_ids(model, tok))
+    greedy = SamplingParams(temperature=0)
+    # from_pretrained maps the file lazily: its first forward pays for reading the weights
+    t = time.perf_counter()
+    engine.generate([ids], replace(greedy, max_tokens=1))
+    first_token_s = time.perf_counter() - t
+    reply = engine.generate([ids], replace(greedy, max_tokens=new_tokens))[0]
     return {"kind": kind, "load_s": load_s, "load_first_token_s": load_s + first_token_s,
             "loadavg": os.getloadavg()[0], "rss_before_mb": before, "load_peak_mb": load_peak,
-            "peak_mb": peak_rss_mb(), "reply_ids": reply.tolist(), "reply": tok.decode(reply, skip_special_tokens=True).strip()}
+            "peak_mb": peak_rss_mb(), "reply_ids": reply, "reply": tok.decode(reply, skip_special_tokens=True).strip()}
+
+
+def make_engine(model, max_len: int, eos_token_ids=()):
+    """qrt's engine (the one `qrt generate`, `qrt serve` and `qrt.LLM` run on) for one sequence."""
+    from qrt.engine.llm_engine import LLMEngine
+    from qrt.engine.scheduler import SchedulerConfig
+    page = 16
+    return LLMEngine(model, SchedulerConfig(num_blocks=-(-max_len // page), page_size=page, max_num_seqs=1,
+                                            max_model_len=max_len), eos_token_ids=eos_token_ids)
 
 
 def decode_rates(fp_path: str, q_path: str, steps: int = 32, rounds: int = 5) -> dict:
-    """Child process: both models side by side, decode steps (one token with the KV cache)
-    timed in alternating rounds so load from other jobs hits both alike; median tok/s."""
+    """Child process: both models side by side on qrt's engine, decode steps (one token each,
+    paged KV cache) timed in alternating rounds so load from other jobs hits both alike; median tok/s."""
     import statistics
 
     import torch
     from transformers import AutoModelForCausalLM
 
     from qrt import load_quantized
+    from qrt.serve.sampling import SamplingParams
     models = {"fp32": AutoModelForCausalLM.from_pretrained(fp_path, dtype=torch.float32).eval(),
               "qrt": load_quantized(q_path, device="cpu", progress=False)}
-    prompt = torch.arange(1, 17).unsqueeze(0)
+    prompt = list(range(1, 17))
+    engines = {k: make_engine(m, len(prompt) + steps + 1) for k, m in models.items()}
+    params = SamplingParams(temperature=0, max_tokens=steps + 1, ignore_eos=True)
     rates = {k: [] for k in models}
     with torch.inference_mode():
-        for _ in range(rounds + 1):  # the first round warms up (one-time kernel setup)
-            for kind, model in models.items():
-                cache = model(prompt, use_cache=True).past_key_values
-                tok = torch.tensor([[42]])
+        for r in range(rounds + 1):  # the first round warms up (one-time kernel setup)
+            for kind, engine in engines.items():
+                engine.add_request(f"r{r}", prompt, params)
+                engine.step()  # prefill + the first token
                 t = time.perf_counter()
-                for _ in range(steps):
-                    cache = model(tok, past_key_values=cache, use_cache=True).past_key_values
-                rates[kind].append(steps / (time.perf_counter() - t))
+                n = 0
+                while engine.has_unfinished():
+                    n += len(engine.step())
+                rates[kind].append(n / (time.perf_counter() - t))
     return {k: statistics.median(v[1:]) for k, v in rates.items()} | {"loadavg": os.getloadavg()[0]}
 
 
@@ -155,7 +171,7 @@ def main() -> None:
             ("  growth during load (MB)", fp["load_peak_mb"] - fp["rss_before_mb"],
              q["load_peak_mb"] - q["rss_before_mb"]),
             ("peak RSS incl. generate (MB)", fp["peak_mb"], q["peak_mb"]),
-            ("decode tokens/s (median, same process)", fp["decode_tok_s"], q["decode_tok_s"])]
+            ("decode tok/s on qrt's engine (median)", fp["decode_tok_s"], q["decode_tok_s"])]
     print(f"{'':40} {'fp32':>10} {args.scheme:>10} {'ratio':>7}")
     for name, a, b in rows:
         print(f"{name:40} {a:>10.3f} {b:>10.3f} {b / a:>6.2f}x")

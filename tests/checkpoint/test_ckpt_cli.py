@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 from tiny_models import save_tiny_tokenizer
-from transformers import AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from qrt import load_quantized
 from qrt.cli import main
@@ -32,14 +32,32 @@ def test_quantize_info_generate(tiny_dir, tmp_path, capsys, rng_seed):
     assert "14 quantized, 1 floating point" in said  # the tied embedding stays fp16
 
     # the streamed reply is the greedy continuation of the chat-templated prompt
+    # on qrt's engine (llama is supported), equal to transformers' generate on the same weights
     assert main(["generate", str(out), "w5 w6 w7", "--max-new-tokens", "6"]) == 0
-    streamed = capsys.readouterr().out.strip()
+    said = capsys.readouterr()
+    streamed = said.out.strip()
+    assert "qrt engine" in said.err
     tok = AutoTokenizer.from_pretrained(out)
     model = load_quantized(out, device="cpu", progress=False)
     ids = tok.apply_chat_template([{"role": "user", "content": "w5 w6 w7"}], add_generation_prompt=True,
                                   return_tensors="pt", return_dict=True)["input_ids"]
     ref = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False)
     assert streamed == tok.decode(ref[0, ids.shape[1]:], skip_special_tokens=True).strip()
+
+
+def test_generate_falls_back_to_hf_for_an_unsupported_architecture(make_model, tmp_path, capsys):
+    d = tmp_path / "gemma"
+    make_model("gemma", d)
+    save_tiny_tokenizer(d)
+    assert main(["generate", str(d), "w5 w6 w7", "--max-new-tokens", "5", "--no-chat-template"]) == 0
+    said = capsys.readouterr()
+    assert "not supported" in said.err.lower() and "transformers generate" in said.err
+    assert "llama" in said.err  # the note names the architectures the engine implements
+    tok = AutoTokenizer.from_pretrained(d)
+    model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
+    ids = tok("w5 w6 w7", return_tensors="pt").input_ids
+    ref = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False)
+    assert said.out.strip() == tok.decode(ref[0, ids.shape[1]:], skip_special_tokens=True).strip()
 
 
 def test_quantize_options(tiny_dir, tmp_path, capsys):
