@@ -119,7 +119,8 @@ def dequant_matmul(x: torch.Tensor, w_packed: torch.Tensor, scales: torch.Tensor
         return dequant_matmul_ref(x, w_packed, scales, zeros, bits, group_size, bias)
     # imported here: triton exists only on Linux x86_64, and the CPU path above needs none
     from .dequant import dequant_weight
-    from .dequant_matmul import dequant_matmul_decode, dequant_matmul_tile
+    from .dequant_matmul import dequant_matmul_tile
+    from .gemv_a16 import dequant_matmul_decode
     cfg = a16_config_for(x, n, group_size, bits)
     # fp32 activations: no fp32 tensor-core path worth having (an FMA dot spills); the
     # dequantized weight and torch's matmul (TF32 if the user allows it) are the fast route

@@ -28,7 +28,8 @@ TILE = A16Config("tile", None, block_m=16, block_n=64, block_k=64, split_k=1)
 
 
 def _launch(kernel: str, *args, cfg: A16Config | None = None, **kw):
-    from qrt_kernels.dequant_matmul import dequant_matmul_decode, dequant_matmul_tile
+    from qrt_kernels.dequant_matmul import dequant_matmul_tile
+    from qrt_kernels.gemv_a16 import dequant_matmul_decode
     fn = dequant_matmul_decode if kernel == "decode" else dequant_matmul_tile
     return fn(*args, cfg=cfg or (DECODE if kernel == "decode" else TILE), **kw)
 
@@ -128,7 +129,7 @@ def test_magic_constants_give_every_value_exactly():
     # plain torch, every stored value and zero point: the bit patterns the GEMV ORs values
     # into, read as fp16/bf16, minus zoff, give q - z exactly (bf16 too, which the
     # interpreter cannot run through the kernel)
-    from qrt_kernels.dequant_matmul import _MAGIC
+    from qrt_kernels.gemv_a16 import _MAGIC
     for dtype, (pattern, base, widest, pattern_hi, base_hi) in _MAGIC.items():
         def as_float(bits16):
             return bits16.to(torch.int16).view(dtype).double()
@@ -154,9 +155,12 @@ def test_split_k_atomics(rng_seed):
 
 @pytest.mark.skipif(INTERPRETED, reason="bf16 tl.dot / casts give garbage under TRITON_INTERPRET; runs on GPU")
 @pytest.mark.parametrize("kernel", ["decode", "tile"])
-def test_kernels_bf16(kernel, rng_seed):
-    case, x, bias = _inputs(16 if kernel == "decode" else 17, 4, 64, asym=True, dtype=torch.bfloat16)
+@pytest.mark.parametrize("bits", [4, 8])   # decode, 8 bits: the two-nibble MMA path of bf16
+def test_kernels_bf16(kernel, bits, rng_seed):
+    case, x, bias = _inputs(16 if kernel == "decode" else 17, bits, 64, asym=True, dtype=torch.bfloat16)
     _kernel_vs_twin(kernel, case, x, bias)
+    if kernel == "decode":   # M=1 on the default table's M <= 8 shape
+        _kernel_vs_twin(kernel, case, x[:1], bias, cfg=DECODE_8)
 
 
 @pytest.mark.parametrize("bits", [2, 4, 8])

@@ -55,7 +55,9 @@ def _case_args(m, dtype=torch.float16, n=48, k=200, bits=4, group_size=64):
 @pytest.mark.parametrize("m, launcher, group_size", [(1, "dequant_matmul_decode", 64), (3, "dequant_matmul_decode", 64),
                                                      (17, "dequant_matmul_decode", 64), (17, "dequant_matmul_tile", 40)])
 def test_dispatch_runs_the_chosen_kernel(m, launcher, group_size, monkeypatch, rng_seed):
-    import qrt_kernels.dequant_matmul as dm
+    import qrt_kernels.dequant_matmul
+    import qrt_kernels.gemv_a16
+    dm = qrt_kernels.gemv_a16 if launcher == "dequant_matmul_decode" else qrt_kernels.dequant_matmul
     calls = []
     real = getattr(dm, launcher)
     monkeypatch.setattr(dm, launcher, lambda *a, **kw: calls.append(kw["cfg"]) or real(*a, **kw))
