@@ -139,7 +139,9 @@ def gemv_a16_kernel(
                 d -= zoff[:, None] * sx
             else:
                 zsub = zoff.to(dtype)[:, None, None]
-                q = _unpack_pairs(words, zsub, pair_mask, BITS, MAGIC, MAGIC_BASE, dtype, True)
+                # token tiles: the constant mask (ptxas keeps byte masks as byte selects, and
+                # its re-materialized constants keep the 2-warp blocks free of spills)
+                q = _unpack_pairs(words, zsub, ((1 << BITS) - 1) * 0x00010001, BITS, MAGIC, MAGIC_BASE, dtype, True)
                 d = tl.dot(q, xt)
             # the group's scale on the fp32 sum (q - z is exact in fp16/bf16)
             s = tl.load(scales_ptr + offs_n * stride_sn + g, mask=mask_g, other=0.0).to(tl.float32)
