@@ -19,17 +19,18 @@ from .launch import launch
 @triton.jit
 def _unpack_pairs(words, zsub, pair_mask, BITS: tl.constexpr, MAGIC: tl.constexpr, MAGIC_BASE: tl.constexpr,
                   DTYPE: tl.constexpr, SUBTRACT: tl.constexpr):
-    """words int32 [R, W] (W a multiple of 4) -> DTYPE [R, W * 32 / BITS] of q - z, in
-    "MMA order" (below). Values i and i + HALF of a word sit 16 bits apart, so one shift
+    """words int32 [R, W] (W a multiple of 4) -> DTYPE [R, W * 32 / BITS] of q - z (SUBTRACT)
+    or MAGIC_BASE + u, in "MMA order" (below). Values i and i + HALF of a word sit 16 bits apart, so one shift
     and one mask give both, as one (lo, hi) pair of 16-bit halves.
 
     MAGIC (Marlin's trick): OR-ing the bits of the float MAGIC_BASE (128 in bf16, 1024 in
     fp16) above a value u makes the 16-bit half exactly MAGIC_BASE + u, so no int-to-float
     conversion runs; SUBTRACT: minus zsub = MAGIC_BASE + 2^(BITS-1) (+ zero point) leaves
     q - z, an integer and exact (else the caller takes the offset off after the dot). Without
-    MAGIC (8-bit values in bf16, token tiles) the halves convert in fp32. pair_mask (the
-    value mask in both halves) is a kernel argument: as a constant, ptxas re-materializes
-    it with an IMAD.MOV before nearly every LOP3 (46-100 extra instructions per loop trip).
+    MAGIC (8-bit values in bf16, token tiles) the halves convert in fp32. pair_mask: the
+    value mask in both halves; the GEMV passes the kernel argument (as a constant, ptxas
+    re-materializes it with an IMAD.MOV before nearly every LOP3: 46-100 extra instructions
+    per loop trip), token tiles the constant.
 
     MMA order: word w = 4b + c, pair i, half h goes to column 4*PER_WORD*b + 8i + 2c + h.
     A 16x16 MMA fragment gives each thread columns 2c, 2c+1, 2c+8, 2c+9 of a row, so each
@@ -84,9 +85,12 @@ def gemv_a16_kernel(
     BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, SUB_K: tl.constexpr,
     EVEN_K: tl.constexpr, OFFSET_AFTER_DOT: tl.constexpr,
 ):
-    """y [M, N] for M <= BLOCK_M (16) tokens: BLOCK_N weight rows per program, whole K,
-    one launch (no split-K). The weight tile is the MMA's A operand and x (padded to 16
-    columns) its B operand: y.T [BLOCK_N, BLOCK_M] = W [BLOCK_N, K] @ x.T [K, BLOCK_M]."""
+    """y [M, N]: BLOCK_N weight rows x BLOCK_M tokens per program, whole K, one launch (no
+    split-K). The weight tile is the MMA's A operand and x (padded to BLOCK_M >= 8 columns)
+    its B operand: y.T [BLOCK_N, BLOCK_M] = W [BLOCK_N, K] @ x.T [K, BLOCK_M], one dot and
+    one group scale per SUB_K columns (BLOCK_K / SUB_K per trip). OFFSET_AFTER_DOT (the
+    GEMV, BLOCK_M <= 16): q keeps its magic offset, zoff * sum(x) comes off each group's sum.
+    MAGIC_HI: 8-bit values as two nibble operands (bf16)."""
     PER_WORD: tl.constexpr = 32 // BITS
     WORDS: tl.constexpr = SUB_K // PER_WORD
     pid_n = tl.program_id(0)
