@@ -78,7 +78,8 @@ class A16Config:
 # Untuned defaults (no GPU was available to tune them; chosen on the static sm_90 report,
 # bench/gpu_static.py): the "decode" kernel (weights as the MMA's A operand) for every M up
 # to 1024 -- tokens padded to the MMA's 8 or 16 columns up to M=16 (the padding costs no
-# bytes; 32 weight rows per one-warp program gave the fewest instructions per weight byte),
+# bytes; 32 weight rows per one-warp program gave the fewest instructions per weight byte;
+# block_k 256 holds two g128 groups, one dot and scale each),
 # token tiles above, blocks sized for >= ~1 wave on 132 SMs without split-K. It issues half
 # the instructions of the tile kernel at every M (docs/kernels.md); the tile kernel stays
 # for groups that no BLOCK_K >= 16 divides. Past M=1024: dequantize once + cuBLAS, where the

@@ -1,14 +1,13 @@
-"""Fused dequant-matmul for packed 2/4/8-bit weights: y = x @ dequant(W).T (+ bias).
+"""Tensor-core tile kernel for packed 2/4/8-bit weights: y = x @ dequant(W).T (+ bias).
 
 Weights stay in the compressed-tensors layout: int32 [N, ceil(K*bits/32)], packed along K,
 least-significant bits first, stored value u = q + 2^(bits-1); dequant(W) = (q - z) * s
 with per-group scales/zeros [N, ceil(K/GROUP_SIZE)] (per-channel: GROUP_SIZE >= K).
 
-Two kernels, picked by M in dispatch.py:
-  dequant_matmul_decode_kernel  small M: BLOCK_M (1..8) rows on CUDA cores, split-K, so
-                                M=1 reads every weight once and wastes no 16-row MMA tile.
-  dequant_matmul_tile_kernel    larger M: tensor-core tl.dot tiles, optional split-K.
-Both accumulate in fp32 and write x.dtype (split-K: fp32 atomics, cast by the launcher).
+dequant_matmul_tile_kernel: tl.dot tiles with x as A and the dequantized weight as B,
+optional split-K (fp32 atomics, cast by the launcher); any group size (per-element scales
+when no BLOCK_K divides the group). dispatch.py takes it only for groups the GEMV kernel
+(gemv_a16.py, every other M <= 1024) cannot block. _dequant_tile is shared with dequant.py.
 """
 from __future__ import annotations
 
@@ -71,111 +70,6 @@ def _store_output(acc, y_ptr, bias_ptr, offs_m, offs_n, M, N, stride_ym, stride_
         tl.store(ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask)
     else:
         tl.atomic_add(ptrs, acc, mask=mask)
-
-
-@triton.jit
-def _unpack_pairs(words, zsub, BITS: tl.constexpr, MAGIC: tl.constexpr, MAGIC_BASE: tl.constexpr,
-                  DTYPE: tl.constexpr):
-    """words int32 [R, W] (W a multiple of 4) -> DTYPE [R, W * 32 / BITS] of q - z, in
-    "MMA order" (below). Values i and i + HALF of a word sit 16 bits apart, so one shift
-    and one mask give both, as one (lo, hi) pair of 16-bit halves.
-
-    MAGIC (Marlin's trick): OR-ing the bits of the float MAGIC_BASE (128 in bf16, 1024 in
-    fp16) above a value u makes the 16-bit half exactly MAGIC_BASE + u, so no int-to-float
-    conversion runs; subtracting zsub = MAGIC_BASE + 2^(BITS-1) (+ zero point) leaves q - z,
-    an integer and exact. Without MAGIC (8-bit values in bf16) the halves convert in fp32.
-
-    MMA order: word w = 4b + c, pair i, half h goes to column 4*PER_WORD*b + 8i + 2c + h.
-    A 16x16 MMA fragment gives each thread columns 2c, 2c+1, 2c+8, 2c+9 of a row, so each
-    thread unpacks whole words it owns (no word is loaded or shifted twice); the dot's K
-    order is free as long as x follows it (_x_in_mma_order)."""
-    PER_WORD: tl.constexpr = 32 // BITS
-    HALF: tl.constexpr = PER_WORD // 2
-    shifts = tl.arange(0, HALF) * BITS
-    pair = (words[:, :, None] >> shifts[None, None, :]) & (((1 << BITS) - 1) * 0x00010001)
-    if MAGIC:
-        pair = pair | (MAGIC * 0x00010001)
-        lo = pair.to(tl.int16).to(DTYPE, bitcast=True)
-        hi = (pair >> 16).to(tl.int16).to(DTYPE, bitcast=True)
-    else:
-        lo = ((pair & 0xFFFF).to(tl.float32) + MAGIC_BASE).to(DTYPE)
-        hi = ((pair >> 16).to(tl.float32) + MAGIC_BASE).to(DTYPE)
-    rows: tl.constexpr = words.shape[0]
-    chunks: tl.constexpr = words.shape[1] // 4
-    q = tl.reshape(tl.join(lo - zsub, hi - zsub), (rows, chunks, 4, HALF, 2))   # [R, b, c, i, h]
-    q = tl.permute(q, (0, 1, 3, 2, 4))                                          # [R, b, i, c, h]
-    return tl.reshape(q, (rows, words.shape[1] * PER_WORD))
-
-
-@triton.jit
-def _x_in_mma_order(x, BITS: tl.constexpr):
-    """x [M, BLOCK_K] in K order -> [BLOCK_K, M] in the MMA order of _unpack_pairs: natural
-    k = PER_WORD*(4b + c) + HALF*h + i goes to column 4*PER_WORD*b + 8i + 2c + h."""
-    PER_WORD: tl.constexpr = 32 // BITS
-    HALF: tl.constexpr = PER_WORD // 2
-    rows: tl.constexpr = x.shape[0]
-    cols: tl.constexpr = x.shape[1]
-    x = tl.reshape(x, (rows, cols // (4 * PER_WORD), 4, 2, HALF))   # [M, b, c, h, i]
-    x = tl.permute(x, (0, 1, 4, 2, 3))                               # [M, b, i, c, h]
-    return tl.trans(tl.reshape(x, (rows, cols)))
-
-
-@triton.jit
-def gemv_a16_kernel(
-    # pointers
-    x_ptr, w_ptr, scales_ptr, zeros_ptr, bias_ptr, y_ptr,
-    # sizes
-    M, N, K, K_WORDS,
-    # strides
-    stride_xm, stride_wn, stride_sn, stride_ym,
-    # quantization parameters
-    BITS: tl.constexpr, GROUP_SIZE: tl.constexpr, HAS_ZEROS: tl.constexpr, HAS_BIAS: tl.constexpr,
-    MAGIC: tl.constexpr, MAGIC_BASE: tl.constexpr,
-    # meta-parameters
-    BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
-):
-    """y [M, N] for M <= BLOCK_M (16) tokens: BLOCK_N weight rows per program, whole K,
-    one launch (no split-K). The weight tile is the MMA's A operand and x (padded to 16
-    columns) its B operand: y.T [BLOCK_N, BLOCK_M] = W [BLOCK_N, K] @ x.T [K, BLOCK_M]."""
-    PER_WORD: tl.constexpr = 32 // BITS
-    HALF: tl.constexpr = PER_WORD // 2
-    WORDS: tl.constexpr = BLOCK_K // PER_WORD
-    pid_n = tl.program_id(0)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_w = tl.arange(0, WORDS)
-    mask_n = offs_n < N
-    offs_k = tl.arange(0, BLOCK_K)
-    x_rows = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :]
-    w_rows = w_ptr + offs_n[:, None] * stride_wn + offs_w[None, :]
-    dtype = x_ptr.dtype.element_ty
-    zsub = tl.full((BLOCK_N, 1, 1), MAGIC_BASE + (1 << (BITS - 1)), tl.float32).to(dtype)
-    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        # packed words, read once, 16 bytes per load, streamed past L1 (used once)
-        if EVEN_K:
-            words = tl.load(w_rows + k0 // PER_WORD, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
-        else:
-            words = tl.load(w_rows + k0 // PER_WORD, other=0, eviction_policy="evict_first",
-                            mask=mask_n[:, None] & (k0 // PER_WORD + offs_w[None, :] < K_WORDS))
-        g = k0 // GROUP_SIZE
-        if HAS_ZEROS:
-            z = tl.load(zeros_ptr + offs_n * stride_sn + g, mask=mask_n, other=0).to(tl.float32)
-            zsub = (MAGIC_BASE + (1 << (BITS - 1)) + z).to(dtype)[:, None, None]
-        q = _unpack_pairs(words, zsub, BITS, MAGIC, MAGIC_BASE, dtype)
-        if EVEN_K:
-            xk = tl.load(x_rows + k0, mask=offs_m[:, None] < M, other=0.0)
-        else:
-            xk = tl.load(x_rows + k0, mask=(offs_m[:, None] < M) & (k0 + offs_k[None, :] < K), other=0.0)
-        xt = _x_in_mma_order(xk, BITS)
-        # the block lies in one group: q - z (exact in fp16/bf16) through the MMA, the
-        # group's scale on the fp32 sum
-        s = tl.load(scales_ptr + offs_n * stride_sn + g, mask=mask_n, other=0.0).to(tl.float32)
-        acc += tl.dot(q, xt) * s[:, None]
-    if HAS_BIAS:
-        acc += tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None]
-    y_ptrs = y_ptr + offs_m[None, :] * stride_ym + offs_n[:, None]
-    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=(offs_m[None, :] < M) & mask_n[:, None])
 
 
 @triton.jit
@@ -249,32 +143,6 @@ def _check_split_k(cfg: A16Config, kernel: str) -> int:
         raise ValueError(f"config: expected kernel {kernel!r} with a resolved split_k, "
                          f"found kernel {cfg.kernel!r}, split_k {cfg.split_k!r}")
     return cfg.split_k
-
-
-# magic float per activation dtype: (16-bit pattern of MAGIC_BASE, MAGIC_BASE, widest value it holds)
-_MAGIC = {torch.float16: (0x6400, 1024.0, 10), torch.bfloat16: (0x4300, 128.0, 7)}
-
-
-def dequant_matmul_decode(x, w_packed, scales, zeros, bits, group_size, bias=None, *, cfg: A16Config):
-    """y [M, N] = x [M, K] @ dequant(W).T (+ bias) for M <= cfg.block_m (16) with the GEMV
-    kernel: one launch, no split-K, x.dtype fp16 or bf16, cfg.block_k dividing the group."""
-    m, n, k = check_dequant_matmul_args(x, w_packed, scales, zeros, bits, group_size, bias)
-    if cfg.kernel != "decode" or x.dtype not in _MAGIC or (
-            group_size < k and group_size % cfg.block_k) or cfg.block_k * bits < 4 * 32:
-        raise ValueError(f"decode kernel: expected M <= block_m {cfg.block_m}, fp16/bf16 x, block_k "
-                         f"dividing group_size and holding >= 4 words per row; found M={m}, {x.dtype}, block_k {cfg.block_k}, "
-                         f"group_size {group_size}, kernel {cfg.kernel!r}")
-    pattern, base, widest = _MAGIC[x.dtype]
-    magic = bits <= widest
-    y = torch.empty(m, n, device=x.device, dtype=x.dtype)
-    launch(gemv_a16_kernel, (triton.cdiv(n, cfg.block_n), triton.cdiv(m, cfg.block_m)),
-           (x, w_packed, scales, zeros, bias, y, m, n, k, w_packed.shape[1],
-            x.stride(0), w_packed.stride(0), scales.stride(0), y.stride(0)),
-           BITS=bits, GROUP_SIZE=min(group_size, k), HAS_ZEROS=zeros is not None, HAS_BIAS=bias is not None,
-           MAGIC=pattern if magic else 0, MAGIC_BASE=base if magic else 0.0,
-           BLOCK_N=cfg.block_n, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, EVEN_K=k % cfg.block_k == 0,
-           num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-    return y
 
 
 def dequant_matmul_tile(x, w_packed, scales, zeros, bits, group_size, bias=None, *, cfg: A16Config):

@@ -63,11 +63,15 @@ def _auto_split_k(m: int, n: int, k: int, cfg: A16Config, n_sm: int) -> int:
 
 def _fit_block_k(cfg: A16Config, group_size: int, k: int, bits: int) -> A16Config:
     """Shrink BLOCK_K (not below 16) until it divides the group size, so each K block lies
-    in one group and the scale can multiply the fp32 dot result. Tile kernel: when no such
+    in one group and the scale can multiply the fp32 dot result (the decode kernel also
+    takes a BLOCK_K holding several whole groups, one dot per group). Tile kernel: when no such
     block exists (group size not a multiple of 16) it scales each element instead; decode
     kernel: the tile kernel takes over when no BLOCK_K of >= 4 words divides the group."""
     if cfg.kernel == "dequant_torch" or group_size >= k:
         return cfg
+    if (cfg.kernel == "decode" and cfg.block_k % group_size == 0 and group_size & (group_size - 1) == 0
+            and group_size * bits >= 128):
+        return cfg  # whole groups per K block: the decode kernel scales each group's dot
     bk = cfg.block_k
     while bk > 16 and group_size % bk:
         bk //= 2
@@ -115,7 +119,8 @@ def dequant_matmul(x: torch.Tensor, w_packed: torch.Tensor, scales: torch.Tensor
         return dequant_matmul_ref(x, w_packed, scales, zeros, bits, group_size, bias)
     # imported here: triton exists only on Linux x86_64, and the CPU path above needs none
     from .dequant import dequant_weight
-    from .dequant_matmul import dequant_matmul_decode, dequant_matmul_tile
+    from .dequant_matmul import dequant_matmul_tile
+    from .gemv_a16 import dequant_matmul_decode
     cfg = a16_config_for(x, n, group_size, bits)
     # fp32 activations: no fp32 tensor-core path worth having (an FMA dot spills); the
     # dequantized weight and torch's matmul (TF32 if the user allows it) are the fast route

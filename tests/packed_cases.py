@@ -62,6 +62,30 @@ def reference64(x: torch.Tensor, case: PackedCase, bias: torch.Tensor | None) ->
     return y, x.double().abs() @ w.abs().t()
 
 
+def offset_scale(x: torch.Tensor, case: PackedCase, base: float) -> torch.Tensor:
+    """|x| @ ((base + 2^bits + |z|) * s).T: the magnitude of the fp32 sums of the GEMV kernel,
+    which feeds the MMA base + u (u = q + 2^(bits-1) the stored value, exact in fp16/bf16)
+    and takes (base + 2^(bits-1) + z) * sum(x) off after the dot."""
+    g = torch.arange(case.q.shape[1]) // case.group_size
+    mag = torch.full(case.q.shape, base + 2.0 ** case.bits, dtype=torch.float64)
+    if case.zeros is not None:
+        mag = mag + case.zeros.double().abs()[:, g]
+    return x.double().abs() @ (mag * case.scales.double()[:, g]).t()
+
+
+# the GEMV's magic float B per activation dtype; 8-bit values split into two nibbles: B + B_HI
+GEMV_BASE = {torch.float16: 1024.0, torch.bfloat16: 128.0}
+SPLIT_BASE = {torch.float16: 1024.0 + 16384.0, torch.bfloat16: 128.0 + 2048.0}
+
+
+def gemv_offset_tol(case: PackedCase, x: torch.Tensor, split: bool = False) -> torch.Tensor:
+    """The fp32 error bound of the GEMV's offset form, 3 n 2^-24 S_off (n <= group size terms
+    per dot); 8-bit weights in bf16 always take the split form."""
+    split = split or (x.dtype == torch.bfloat16 and case.bits == 8)
+    base = SPLIT_BASE[x.dtype] if split else GEMV_BASE[x.dtype]
+    return 3 * min(case.group_size, x.shape[-1]) * FP32_UNIT * offset_scale(x, case, base)
+
+
 def assert_within(y: torch.Tensor, ref: torch.Tensor, tol: torch.Tensor, what: str) -> None:
     err = (y.double() - ref.double()).abs()
     bad = err > tol

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from packed_cases import FP32_UNIT, UNIT_ROUNDOFF, assert_within, make_case, reference64
+from packed_cases import FP32_UNIT, UNIT_ROUNDOFF, assert_within, gemv_offset_tol, make_case, reference64
 from qrt_kernels import a16_configs, dispatch
 from qrt_kernels.a16_configs import DEFAULT_A16_TABLE, A16Config, load_a16_table
 from qrt_kernels.reference import dequant_matmul_ref
@@ -34,10 +34,11 @@ def test_split_k_fills_the_gpu_only_when_needed():
     assert dispatch.select_a16_config(8192, 8192, 8192, 128, table, n_sm=132).split_k == 1  # 8192 tiles
 
 
-@pytest.mark.parametrize("group_size, kernel, block_k", [(128, "decode", 64), (32, "decode", 32),
+@pytest.mark.parametrize("group_size, kernel, block_k", [(128, "decode", 64), (32, "decode", 64),
                                                          (16, "tile", 16), (40, "tile", 64), (4096, "decode", 64)])
 def test_block_k_fitted_to_group(group_size, kernel, block_k):
-    # M=64 row: BLOCK_K 64; it shrinks to divide the group (scale after the dot); decode needs >= 4
+    # M=64 row: BLOCK_K 64; it shrinks to divide the group (scale after the dot) or holds whole
+    # groups (g32: two, one dot and scale each); decode needs >= 4
     # words (32 values at 4 bits), so g16 goes to the tile kernel; 40 has no block >= 16
     # (tile kernel, per-element scales); per-channel (G >= K) needs none
     cfg = dispatch.select_a16_config(64, 4096, 4096, group_size, DEFAULT_A16_TABLE, n_sm=132)
@@ -54,7 +55,9 @@ def _case_args(m, dtype=torch.float16, n=48, k=200, bits=4, group_size=64):
 @pytest.mark.parametrize("m, launcher, group_size", [(1, "dequant_matmul_decode", 64), (3, "dequant_matmul_decode", 64),
                                                      (17, "dequant_matmul_decode", 64), (17, "dequant_matmul_tile", 40)])
 def test_dispatch_runs_the_chosen_kernel(m, launcher, group_size, monkeypatch, rng_seed):
-    import qrt_kernels.dequant_matmul as dm
+    import qrt_kernels.dequant_matmul
+    import qrt_kernels.gemv_a16
+    dm = qrt_kernels.gemv_a16 if launcher == "dequant_matmul_decode" else qrt_kernels.dequant_matmul
     calls = []
     real = getattr(dm, launcher)
     monkeypatch.setattr(dm, launcher, lambda *a, **kw: calls.append(kw["cfg"]) or real(*a, **kw))
@@ -66,9 +69,11 @@ def test_dispatch_runs_the_chosen_kernel(m, launcher, group_size, monkeypatch, r
     _, s = reference64(x, case, bias)
     # both accumulate in fp32 from exact weights, then round to fp16 (module docstring of
     # test_dequant_matmul.py: 2 gamma_K S + 2 u |y|); g40: the tile kernel scales each
-    # element and rounds the weight to fp16 before the MMA (+ u S)
+    # element and rounds the weight to fp16 before the MMA (+ u S); M <= 16: the GEMV's
+    # offset form (its bound in test_dequant_matmul.py)
     u = UNIT_ROUNDOFF[torch.float16]
-    tol = 2 * 200 * FP32_UNIT * s + 2 * u * twin.double().abs() + (u * s if group_size % 16 else 0)
+    tol = (2 * 200 * FP32_UNIT * s + 2 * u * twin.double().abs() + (u * s if group_size % 16 else 0)
+           + (gemv_offset_tol(case, x) if m <= 16 else 0))
     assert_within(y, twin, tol, f"dispatch M={m}")
 
 
