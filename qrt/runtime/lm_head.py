@@ -1,0 +1,79 @@
+"""The output projection (lm_head) of a quantized model, decoded from a smaller copy.
+
+SmolLM2-135M's tied fp32 lm_head is 49152 x 576 x 4 B = 113 MB: more bytes than all of its
+W4 layers together, so at batch 1 on the CPU it dominates a quantized model's decode step.
+The embedding (the tied weight) is kept as it is; the head reads a copy:
+
+  "int8"  symmetric int8 per output row (the scale is max|w_row| / 127), through torch's
+          _weight_int8pack_mm with bfloat16 activations (qrt.runtime.cpu_packed.Int8PackCPU,
+          the W8A16 per-channel CPU path): 28 MB.
+  "bf16"  the weight rounded to bfloat16, F.linear in bfloat16: 57 MB.
+  "model" the module as it is.
+
+Numerics against the fp32 head, per logit n (x the final hidden row):
+  int8: |dw_nk| <= s_n / 2 (rounding to the grid), x rounded to bf16 (2^-9 relative), fp32
+        accumulation, the output rounded to bf16 (2^-9 relative):
+        |dy_n| <= s_n/2 * sum|x_k| + 2^-9 * sum|x_k w_nk| + 2^-9 |y_n| (+ fp32 accumulation).
+  bf16: |dy_n| <= 2 * 2^-9 * sum|x_k w_nk| + 2^-9 |y_n|.
+tests/runtime/test_lm_head.py checks these bounds in float64, and that greedy argmax agrees
+with the fp32 head on the real SmolLM2.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qrt.numerics.quant import quantize_weight
+from qrt.runtime.cpu_packed import Int8PackCPU
+from qrt.schemes import QuantScheme
+
+HEAD_MODES = ("int8", "bf16", "model")
+HEAD_SCHEME = QuantScheme(bits=8, strategy="channel", group_size=None, symmetric=True)
+
+
+@dataclass(frozen=True)
+class Bf16Head:
+    weight: torch.Tensor  # bf16 [vocab, hidden]
+    bias: torch.Tensor | None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x.to(torch.bfloat16), self.weight, self.bias).to(x.dtype)
+
+
+@dataclass(frozen=True)
+class Int8Head:
+    kernel: Int8PackCPU
+    bias: torch.Tensor | None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.kernel.matmul(x.reshape(-1, x.shape[-1]), self.bias)
+
+
+def default_head_mode(model: nn.Module, lm_head: nn.Module) -> str:
+    """"int8" for a model with quantized layers whose lm_head is a plain fp Linear on the
+    CPU (where it would be the largest tensor read per token), else "model"."""
+    from qrt.runtime.linear import QuantLinear
+    quantized = any(isinstance(m, QuantLinear) for m in model.modules())
+    plain = type(lm_head) is nn.Linear and lm_head.weight.dtype == torch.float32
+    return "int8" if quantized and plain and lm_head.weight.device.type == "cpu" else "model"
+
+
+def build_head(lm_head: nn.Module, mode: str):
+    """x [N, hidden] -> logits [N, vocab] in x.dtype, for mode in HEAD_MODES."""
+    if mode not in HEAD_MODES:
+        raise ValueError(f"lm_head mode: expected one of {HEAD_MODES}, found {mode!r}")
+    if mode == "model":
+        return lm_head
+    if type(lm_head) is not nn.Linear:
+        raise ValueError(f"lm_head mode {mode!r} needs a plain nn.Linear head, found {type(lm_head).__name__}")
+    w = lm_head.weight.detach()
+    bias = None if lm_head.bias is None else lm_head.bias.detach()
+    if mode == "bf16":
+        return Bf16Head(w.to(torch.bfloat16).contiguous(), None if bias is None else bias.to(torch.bfloat16))
+    if w.device.type != "cpu":
+        raise ValueError(f"lm_head mode 'int8' runs torch's CPU int8 kernel; the head is on {w.device.type}")
+    qw = quantize_weight(w.float(), HEAD_SCHEME)
+    return Int8Head(Int8PackCPU.build(qw.q, qw.scale, None), bias)
