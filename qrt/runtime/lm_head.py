@@ -10,11 +10,12 @@ The embedding (the tied weight) is kept as it is; the head reads a copy:
   "bf16"  the weight rounded to bfloat16, F.linear in bfloat16: 57 MB.
   "model" the module as it is.
 
-Numerics against the fp32 head, per logit n (x the final hidden row):
-  int8: |dw_nk| <= s_n / 2 (rounding to the grid), x rounded to bf16 (2^-9 relative), fp32
-        accumulation, the output rounded to bf16 (2^-9 relative):
-        |dy_n| <= s_n/2 * sum|x_k| + 2^-9 * sum|x_k w_nk| + 2^-9 |y_n| (+ fp32 accumulation).
-  bf16: |dy_n| <= 2 * 2^-9 * sum|x_k w_nk| + 2^-9 |y_n|.
+Numerics against the fp32 head, per logit n (x the final hidden row, u = 2^-8 the unit
+roundoff of bfloat16):
+  int8: w_nk = q_nk s_n + e_nk with |e_nk| <= s_n / 2 (rounding to the grid); the kernel
+        rounds x to bf16, the scale s_n to bf16 and its output to bf16 (u each) and sums in
+        fp32, so |dy_n| <= s_n/2 * sum|x_k| + (3u + u^2 + K 2^-24) * s_n * sum|x_k q_nk|.
+  bf16: |dy_n| <= (3u + K 2^-24) * sum|x_k w_nk| (x, w and the output rounded).
 tests/runtime/test_lm_head.py checks these bounds in float64, and that greedy argmax agrees
 with the fp32 head on the real SmolLM2.
 """
