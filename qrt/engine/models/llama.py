@@ -110,7 +110,10 @@ class LlamaForCausalLM(nn.Module):
         self.num_heads = cfg.num_attention_heads
         self.num_kv_heads = cfg.num_key_value_heads
         self.windows = [self._window(layer.self_attn) for layer in self.layers]
-        dtype = self.embed_tokens(torch.zeros(1, dtype=torch.long, device=self.device)).dtype
+        # the embedding's output dtype, read without calling it (a hook on it must see only
+        # real forwards): QuantEmbedding says it, nn.Embedding returns its weight's dtype
+        emb = self.embed_tokens
+        dtype = emb.dtype if isinstance(getattr(emb, "dtype", None), torch.dtype) else emb.weight.dtype
         self.dtype = dtype
         with torch.no_grad():  # HF's own rotary module: every rope scaling it knows works here
             pos = torch.arange(max_positions, device=self.device)[None]
