@@ -99,6 +99,7 @@ def main() -> None:
     ap.add_argument("--configs", default=",".join(QRT_CONFIGS))
     ap.add_argument("--before", default=None, help="older qrt checkout for the 'before' columns")
     ap.add_argument("--before-configs", default="fp32,w4a16,w8a16,w8a8")
+    ap.add_argument("--before-commit", default=None, help="the commit DIR was exported from (recorded)")
     ap.add_argument("--llamacpp-python", default=str(ROOT / ".venv-llamacpp" / "bin" / "python"))
     ap.add_argument("--out", default="bench/results/2026-12-02-decode-vs-llamacpp.json")
     args = ap.parse_args()
@@ -179,7 +180,7 @@ def main() -> None:
         },
         "loaded": info,
         "gguf": {"Q4_1": q41.name, "F16": f"{f16.name} (llama_model_quantize of the Q4_1 file, ftype MOSTLY_F16)"},
-        "before": args.before,
+        "before": {"dir": args.before, "commit": args.before_commit} if args.before else None,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1, default=str))
