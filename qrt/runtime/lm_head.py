@@ -31,7 +31,7 @@ from qrt.numerics.quant import quantize_weight
 from qrt.runtime.cpu_packed import Int8PackCPU
 from qrt.schemes import QuantScheme
 
-HEAD_MODES = ("int8", "bf16", "model")
+HEAD_MODES = ("int8", "bf16", "model", "auto")
 HEAD_SCHEME = QuantScheme(bits=8, strategy="channel", group_size=None, symmetric=True)
 
 
@@ -53,19 +53,28 @@ class Int8Head:
         return self.kernel.matmul(x.reshape(-1, x.shape[-1]), self.bias)
 
 
-def default_head_mode(model: nn.Module, lm_head: nn.Module) -> str:
-    """"int8" for a model with quantized layers whose lm_head is a plain fp Linear on the
-    CPU (where it would be the largest tensor read per token), else "model"."""
+def auto_head_mode(model: nn.Module, lm_head: nn.Module) -> str:
+    """What "auto" picks: "int8" for a model with quantized layers whose lm_head is a plain
+    fp32 Linear on the CPU (where it is the largest tensor read per token), else "model".
+    Opt-in, not the engine's default: it changes greedy tokens at near-ties against the
+    model's own generate, which the served outputs are tested to reproduce."""
     from qrt.runtime.linear import QuantLinear
     quantized = any(isinstance(m, QuantLinear) for m in model.modules())
     plain = type(lm_head) is nn.Linear and lm_head.weight.dtype == torch.float32
     return "int8" if quantized and plain and lm_head.weight.device.type == "cpu" else "model"
 
 
-def build_head(lm_head: nn.Module, mode: str):
-    """x [N, hidden] -> logits [N, vocab] in x.dtype, for mode in HEAD_MODES."""
+def build_head(lm_head: nn.Module, mode: str, model: nn.Module | None = None):
+    """x [N, hidden] -> logits [N, vocab] in x.dtype, for mode in HEAD_MODES ("auto" needs
+    the model). -> (head, the mode it resolved to)."""
     if mode not in HEAD_MODES:
         raise ValueError(f"lm_head mode: expected one of {HEAD_MODES}, found {mode!r}")
+    if mode == "auto":
+        mode = auto_head_mode(model, lm_head)
+    return _build(lm_head, mode), mode
+
+
+def _build(lm_head: nn.Module, mode: str):
     if mode == "model":
         return lm_head
     if type(lm_head) is not nn.Linear:

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from qrt.runtime.lm_head import build_head, default_head_mode
+from qrt.runtime.lm_head import auto_head_mode, build_head
 
 U = 2.0 ** -8  # unit roundoff of bfloat16 (8-bit significand)
 
@@ -32,7 +32,7 @@ def int8_bound(lin, x):
 def test_int8_head_within_bound(m):
     lin = _head()
     x = torch.randn(m, lin.in_features) * 3
-    got = build_head(lin, "int8")(x)
+    got = build_head(lin, "int8")[0](x)
     ref = x.double() @ lin.weight.double().t()
     err = (got.double() - ref).abs()
     bound = int8_bound(lin, x)
@@ -44,7 +44,7 @@ def test_int8_head_within_bound(m):
 def test_bf16_head_within_bound():
     lin = _head(seed=1)
     x = torch.randn(2, lin.in_features)
-    got = build_head(lin, "bf16")(x)
+    got = build_head(lin, "bf16")[0](x)
     ref = x.double() @ lin.weight.double().t()
     bound = (3 * U + lin.in_features * 2.0 ** -24) * (x.double().abs() @ lin.weight.double().abs().t())
     assert ((got.double() - ref).abs() <= bound).all()
@@ -52,10 +52,11 @@ def test_bf16_head_within_bound():
 
 def test_modes_and_errors():
     lin = _head()
-    assert build_head(lin, "model") is lin
+    assert build_head(lin, "model") == (lin, "model")
     with pytest.raises(ValueError, match="lm_head mode: expected one of"):
         build_head(lin, "int4")
-    assert default_head_mode(nn.Sequential(lin), lin) == "model"  # nothing quantized
+    assert auto_head_mode(nn.Sequential(lin), lin) == "model"  # nothing quantized
+    assert build_head(lin, "auto", nn.Sequential(lin))[1] == "model"
 
 
 @pytest.mark.slow
@@ -70,7 +71,7 @@ def test_int8_head_same_greedy_tokens_on_smollm2():
     from qrt.hub.embedded import smollm2_dir
     model, tok = load_fp_model(smollm2_dir(), dtype=torch.float32)
     qrt.quantize_model(model, "w4a16", progress=False)
-    assert default_head_mode(model, model.lm_head) == "int8"
+    assert auto_head_mode(model, model.lm_head) == "int8"
     ids = tok("The capital of France is Paris. The capital of Germany is", return_tensors="pt").input_ids[0].tolist()
     cfg = SchedulerConfig(num_blocks=16, page_size=16, max_model_len=128)
     outs = [LLMEngine(model, cfg, lm_head=mode).generate([ids], SamplingParams(temperature=0, max_tokens=12,
@@ -79,5 +80,5 @@ def test_int8_head_same_greedy_tokens_on_smollm2():
     assert outs[0] == outs[1]
     h = torch.randn(4, 576) * 2  # hidden rows of the final norm's magnitude
     lin = model.lm_head
-    got, ref = build_head(lin, "int8")(h), h.double() @ lin.weight.double().t()
+    got, ref = build_head(lin, "int8")[0](h), h.double() @ lin.weight.double().t()
     assert ((got.double() - ref).abs() <= int8_bound(lin, h)).all()

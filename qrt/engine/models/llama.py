@@ -18,7 +18,7 @@ from torch import nn
 
 from qrt.engine.attention import AttentionMetadata, paged_attention, store_kv
 from qrt.engine.models.fused import LayerProjections
-from qrt.runtime.lm_head import build_head, default_head_mode
+from qrt.runtime.lm_head import build_head
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
@@ -92,17 +92,17 @@ class LlamaForCausalLM(nn.Module):
     compute_logits(hidden [N, D]) -> [N, vocab]. kv_caches: one (k, v) pair per layer, each
     [num_blocks, page_size, num_kv_heads, head_dim]."""
 
-    def __init__(self, hf_model: nn.Module, max_positions: int, lm_head: str | None = None):
-        """lm_head: how logits are computed (qrt.runtime.lm_head.HEAD_MODES); None: an int8
-        copy for a quantized model with an fp32 head on the CPU, else the module itself."""
+    def __init__(self, hf_model: nn.Module, max_positions: int, lm_head: str = "model"):
+        """lm_head: how logits are computed (qrt.runtime.lm_head.HEAD_MODES): "model" (the
+        module itself, default), "int8" / "bf16" copies, "auto" (int8 for a quantized model
+        with an fp32 head on the CPU)."""
         super().__init__()
         check_supported(hf_model)
         cfg, inner = hf_model.config, hf_model.model
         self.config = cfg
         self.embed_tokens, self.layers, self.norm = inner.embed_tokens, inner.layers, inner.norm
         self.lm_head = hf_model.lm_head
-        self.head_mode = lm_head or default_head_mode(hf_model, hf_model.lm_head)
-        self._head = build_head(hf_model.lm_head, self.head_mode)
+        self._head, self.head_mode = build_head(hf_model.lm_head, lm_head, hf_model)
         self._layers = [_Layer(layer) for layer in self.layers]
         self.final_norm = rms_norm_fn(self.norm)
         first = self.layers[0].self_attn
