@@ -28,9 +28,11 @@ def build(scheme: str, dtype: str):
     model.to(getattr(torch, dtype))
     if scheme != "fp32":
         qrt.quantize_model(model, scheme, progress=False)
-    # lm_head "auto": quantized models decode their fp32 head from an int8 copy (qrt.runtime.lm_head)
-    return LLMEngine(model, SchedulerConfig(num_blocks=32, page_size=16, max_model_len=512), eos_token_ids=[],
-                     lm_head="auto")
+    # lm_head "auto": quantized models decode their fp32 head from an int8 copy (qrt.runtime.lm_head);
+    # an older checkout (--before) has no such option
+    import inspect
+    kw = {"lm_head": "auto"} if "lm_head" in inspect.signature(LLMEngine).parameters else {}
+    return LLMEngine(model, SchedulerConfig(num_blocks=32, page_size=16, max_model_len=512), eos_token_ids=[], **kw)
 
 
 def main() -> None:
