@@ -9,14 +9,19 @@
 #   --llmcompressor   also the isolated .venv-llmc for the interop tests (llmcompressor 0.14 pins
 #                     transformers<=5.17 and compressed-tensors 0.19: it must not share qrt's env),
 #                     installed through constraints-llmc.txt
+#   --llamacpp        also the isolated .venv-llamacpp with llama-cpp-python 0.3.36 for
+#                     bench/decode_vs_llamacpp.py (a peer, never a qrt dependency). Its install
+#                     compiles llama.cpp (~10 min on 2 cores); a wheel built before is reused
+#                     from $QRT_WHEEL_DIR when set (pip wheel llama-cpp-python==0.3.36 -w DIR)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LATEST=0 LLMC=0
+LATEST=0 LLMC=0 LLAMACPP=0
 for arg in "$@"; do
   case "$arg" in
     --latest) LATEST=1 ;;
     --llmcompressor) LLMC=1 ;;
-    *) echo "setup.sh: unknown option $arg (expected --latest, --llmcompressor)" >&2; exit 2 ;;
+    --llamacpp) LLAMACPP=1 ;;
+    *) echo "setup.sh: unknown option $arg (expected --latest, --llmcompressor, --llamacpp)" >&2; exit 2 ;;
   esac
 done
 VENV="${QRT_VENV:-.venv}"
@@ -35,4 +40,11 @@ if [ "$LLMC" = 1 ] && [ ! -x .venv-llmc/bin/python ]; then
   python3 -m venv .venv-llmc
   .venv-llmc/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
   .venv-llmc/bin/python -m pip install -q --disable-pip-version-check -c constraints-llmc.txt llmcompressor==0.14.0.1
+fi
+if [ "$LLAMACPP" = 1 ] && [ ! -x .venv-llamacpp/bin/python ]; then
+  python3 -m venv .venv-llamacpp
+  FIND=()
+  [ -n "${QRT_WHEEL_DIR:-}" ] && FIND=(--find-links "$QRT_WHEEL_DIR")
+  CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" .venv-llamacpp/bin/python -m pip install -q \
+    --disable-pip-version-check "${FIND[@]}" llama-cpp-python==0.3.36
 fi

@@ -94,3 +94,25 @@ def test_bench_decode_quick(tmp_path):
         # a graph break would raise under fullgraph=True; aot_eager runs the same float32 ops
         assert checks[scheme]["fullgraph_ok"], checks[scheme]
         assert checks[scheme]["rel_diff_vs_eager"] < 1e-5
+
+
+@pytest.mark.slow
+def test_decode_vs_llamacpp_qrt_worker_protocol():
+    """The qrt side of bench/decode_vs_llamacpp.py: one JSON line per request, the int8 head
+    for a quantized model ("auto"), the dense model's own head, greedy tokens that agree
+    between the W8A16 and fp32 engines for the first token of a plain prompt."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, str(BENCH / "qrt_worker.py")], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    reqs = [{"op": "load", "name": "fp32", "scheme": "fp32", "dtype": "float32"},
+            {"op": "load", "name": "q", "scheme": "w8a16", "dtype": "float32"},
+            {"op": "decode", "name": "fp32", "prompt": [504, 3575, 282, 4649, 314], "tokens": 3},
+            {"op": "decode", "name": "q", "prompt": [504, 3575, 282, 4649, 314], "tokens": 3},
+            {"op": "nope"}, {"op": "quit"}]
+    out, _ = proc.communicate("".join(json.dumps(r) + "\n" for r in reqs), timeout=600)
+    answers = [json.loads(line) for line in out.splitlines()]
+    assert answers[0]["lm_head"] == "model" and answers[1]["lm_head"] == "int8"
+    assert len(answers[2]["ids"]) == 3 and answers[2]["seconds"] > 0
+    assert answers[3]["ids"][0] == answers[2]["ids"][0]
+    assert "unknown op" in answers[4]["error"]
+    assert proc.returncode == 0

@@ -38,12 +38,15 @@ class StepOutput:
 
 class LLMEngine:
     def __init__(self, model: nn.Module, config: SchedulerConfig, eos_token_ids: Seq[int] = (),
-                 attention=None, use_cuda_graph: bool = True):
+                 attention=None, use_cuda_graph: bool = True, lm_head: str = "model"):
         """attention: a paged-attention function (qrt.engine.attention); None picks by device.
-        use_cuda_graph: replay decode steps as CUDA graphs on a GPU (ignored on the CPU)."""
+        use_cuda_graph: replay decode steps as CUDA graphs on a GPU (ignored on the CPU).
+        lm_head: how logits are computed (qrt.runtime.lm_head.HEAD_MODES; "auto": an int8
+        copy of a quantized model's fp32 head on the CPU, opt-in)."""
         self.config = config
         self.runner = ModelRunner(model, config.num_blocks, config.page_size, config.max_model_len, attention,
-                                  max_num_seqs=config.max_num_seqs, use_cuda_graph=use_cuda_graph)
+                                  max_num_seqs=config.max_num_seqs, use_cuda_graph=use_cuda_graph,
+                                  lm_head=lm_head)
         self.scheduler = Scheduler(config)
         self.eos_token_ids = frozenset(eos_token_ids)
         self.seqs: dict[str, Sequence] = {}

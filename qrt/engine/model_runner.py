@@ -24,11 +24,15 @@ class ModelRunner:
 
     use_cuda_graph: on CUDA with the Triton attention, decode steps of up to max_num_seqs
     sequences replay CUDA graphs (qrt.engine.cuda_graphs); the cache then has one extra
-    scratch block for the padding rows (index num_blocks, never handed out)."""
+    scratch block for the padding rows (index num_blocks, never handed out).
+
+    lm_head: "model" (default) | "int8" | "bf16" | "auto" (qrt.runtime.lm_head: "auto" is an
+    int8 copy of an fp32 head for a quantized model on the CPU)."""
 
     def __init__(self, hf_model: nn.Module, num_blocks: int, page_size: int, max_model_len: int,
-                 attention: Callable | None = None, max_num_seqs: int = 32, use_cuda_graph: bool = True):
-        self.model = LlamaForCausalLM(hf_model, max_model_len)
+                 attention: Callable | None = None, max_num_seqs: int = 32, use_cuda_graph: bool = True,
+                 lm_head: str = "model"):
+        self.model = LlamaForCausalLM(hf_model, max_model_len, lm_head=lm_head)
         self.page_size, self.max_model_len = page_size, max_model_len
         m = self.model
         self.attention = attention or select_attention(m.device)

@@ -37,6 +37,7 @@ WEIGHT_ONLY = (
 )
 INT8_ACTIVATIONS = (
     Backend("triton", int8_act.triton_a8_usable, int8_act.build_triton_a8, by_default=_not_on_cpu),
+    Backend("int8pack_a8", int8_act.int8pack_a8_usable, int8_act.build_int8pack_a8),
     Backend("int_mm", int8_act.int_mm_usable, int8_act.build_int_mm),
     Backend("dense", int8_act.dense_a8_usable, int8_act.build_dense_a8, by_default=lambda device: False),
 )

@@ -83,9 +83,13 @@ class Int4PackCPU:
     def matmul(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """x [M, K] -> [M, N] in x.dtype."""
         k_pad = self.scales_and_zeros.shape[0] * self.group_size
-        xb = F.pad(x.to(torch.bfloat16), (0, k_pad - self.in_features))
+        xb = x.to(torch.bfloat16)
+        if k_pad != self.in_features:  # (a zero-width pad still copies)
+            xb = F.pad(xb, (0, k_pad - self.in_features))
         y = torch._weight_int4pack_mm_for_cpu(xb, self.packed, self.group_size, self.scales_and_zeros)
-        y = y[:, :self.out_features].to(x.dtype)
+        if y.shape[1] != self.out_features:
+            y = y[:, :self.out_features]
+        y = y.to(x.dtype)
         return y if bias is None else y + bias.to(x.dtype)
 
 
@@ -109,7 +113,9 @@ class Int8PackCPU:
 
     def matmul(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """x [M, K] -> [M, N] in x.dtype. Asymmetric: sum_k x_k (q - z) s = s * (x @ q) - (z s) sum_k x_k."""
-        xb = F.pad(x.to(torch.bfloat16), (0, self.q.shape[1] - self.in_features))
+        xb = x.to(torch.bfloat16)
+        if self.q.shape[1] != self.in_features:
+            xb = F.pad(xb, (0, self.q.shape[1] - self.in_features))
         y = torch._weight_int8pack_mm(xb, self.q, self.scales)
         if self.zero_scales is not None:
             y = y.float() - xb.float().sum(dim=1, keepdim=True) * self.zero_scales

@@ -13,6 +13,10 @@ Backends (qrt.runtime.backends picks one per layer once, at QuantLinear.finalize
           quantize+GEMV for small M, per-token quant + tensor-core int8 GEMM otherwise).
   int_mm  CPU: the same numerics in torch, int32 dots from torch._int_mm (exact; in torch
           2.13 on CPU it takes any M, K, N).
+  int8pack_a8  CPU, 8-bit per-channel weights with symmetric tokens (the CPU default there):
+          torch._weight_int8pack_mm on the int8 token values cast to bfloat16 (integers
+          of magnitude <= 128 are exact in bf16, products exact, fp32 accumulation), its
+          bf16 output (2^-8 relative) times the fp32 scales (qrt.runtime.int8_pack_a8).
   dense   any device, only when asked for: fp32 math on the dequantized weight and tokens.
 
 inf/NaN in x: the output row of the token holding it is NaN, every other row is exact
@@ -156,6 +160,18 @@ def build_dense_a8(layer) -> tuple[DenseA8, None]:
     return DenseA8(layer.dequantize_weight(torch.float32), layer.scheme.activations.symmetric), None
 
 
+def int8pack_a8_usable(layer, device: torch.device) -> bool:
+    s = layer.scheme
+    return device.type == "cpu" and s.bits == 8 and s.symmetric and s.activations.symmetric and \
+        s.num_groups(layer.in_features) == 1
+
+
+def build_int8pack_a8(layer):
+    from qrt.runtime.int8_pack_a8 import Int8PackA8
+    a8 = a8_weights(layer)
+    return Int8PackA8.build(a8.q, a8.scales), a8.perm
+
+
 def build_int_mm(layer) -> tuple[IntMMA8, torch.Tensor | None]:
     a8 = a8_weights(layer)
     return IntMMA8(a8.q.t().contiguous(), a8.scales, a8.group_size, a8.symmetric, a8.w_sums), a8.perm
@@ -206,10 +222,27 @@ def _group_partials(xq: torch.Tensor, w_kn: torch.Tensor, group_size: int, n_gro
         yield _int_mm(xq[:, cols].contiguous() if n_groups > 1 else xq, w_kn[cols])
 
 
+def quant_rows(x: torch.Tensor, symmetric: bool, static_scale: torch.Tensor | None):
+    """quant_rows_ref's result in fewer ops for the common case, dynamic symmetric tokens
+    with every value finite (the same fp32 operations on the same values, so bit-equal:
+    tests/runtime/test_int8_act.py); anything else goes through quant_rows_ref. At M = 1
+    on the CPU the reference's ~25 small ops cost more than the int8 GEMM itself."""
+    if not symmetric or static_scale is not None:
+        return quant_rows_ref(x, symmetric, static_scale)
+    xf = x.float()
+    absmax = xf.abs().amax(dim=1) if xf.shape[1] else xf.new_zeros(xf.shape[0])
+    if not bool(absmax.isfinite().all()):
+        return quant_rows_ref(x, symmetric, static_scale)
+    scale = absmax / 127.0
+    inv = (1.0 / scale).nan_to_num_(posinf=0.0)  # a zero row: 1/0 = inf -> 0 (q = 0)
+    q = (xf * inv[:, None]).clamp_(-128.0, 127.0).round_().to(torch.int8)
+    return q, scale, torch.zeros_like(scale, dtype=torch.int32)
+
+
 def _linear_a8_int_mm(rt: IntMMA8, x: torch.Tensor, input_scale, bias) -> torch.Tensor:
     """x [M, K] -> [M, N] in x.dtype; same numerics and fp32 epilogue order as the kernels
     (acc += float(partial_g) * sw[:, g] over groups, then * sx, then + bias)."""
-    xq, sx, zp = quant_rows_ref(x, rt.symmetric, input_scale)
+    xq, sx, zp = quant_rows(x, rt.symmetric, input_scale)
     n_groups = rt.w_scales.shape[1]
     acc = None
     for g, part in enumerate(_group_partials(xq, rt.w, rt.group_size or x.shape[1], n_groups)):

@@ -12,10 +12,12 @@ from qrt.engine.models.llama import UnsupportedModelError
 from qrt.engine.sequence import Sequence
 
 
-def run_engine(model, ids, chunks, page_size=4, num_blocks=64, attention=None):
+def run_engine(model, ids, chunks, page_size=4, num_blocks=64, attention=None, lm_head="model"):
     """Feed ids through the runner: prefill chunks (sizes), then one token per step.
-    -> float32 logits [len(ids) - sum(chunks) + 1, vocab], one per step that reached the end."""
-    kw = {} if attention is None else {"attention": attention}
+    -> float32 logits [len(ids) - sum(chunks) + 1, vocab], one per step that reached the end.
+    lm_head="model" (the default, explicit here): the decoder is compared with the model's own
+    head (the int8 head is checked on its own in tests/runtime/test_lm_head.py)."""
+    kw = {"lm_head": lm_head} if attention is None else {"attention": attention, "lm_head": lm_head}
     runner = ModelRunner(model, num_blocks=num_blocks, page_size=page_size, max_model_len=256, **kw)
     bm = BlockManager(num_blocks, page_size, enable_prefix_caching=False)
     seq = Sequence("s", list(ids[:sum(chunks)]), max_tokens=len(ids))

@@ -25,7 +25,8 @@ def _layer(scheme, device=None, in_features=256):
     ("w4a16", None, TRITON_ON_CPU + ("int4pack", "dense"), "int4pack"),
     ("w8a16", None, TRITON_ON_CPU + ("int8pack", "dense"), "int8pack"),
     (W8A16_G32, None, TRITON_ON_CPU + ("dense",), "dense"),  # int8pack is per-channel only
-    ("w8a8", None, TRITON_ON_CPU + ("int_mm", "dense"), "int_mm"),
+    # per-channel W8A8 on the CPU: torch's int8 W8A16 kernel on the int8 tokens (test_int8_pack_a8.py)
+    ("w8a8", None, TRITON_ON_CPU + ("int8pack_a8", "int_mm", "dense"), "int8pack_a8"),
     ("w4a8-g32", None, TRITON_ON_CPU + ("int_mm", "dense"), "int_mm"),
     ("w4a16", "meta", ("triton", "dense"), "triton"),  # shapes only, through the op's fake
     ("w8a8", "meta", ("int_mm", "dense"), "int_mm"),
@@ -60,7 +61,7 @@ def test_use_backend_does_not_skip_int8_activation_layers(rng_seed):
         use_backend(a8, "triton")
         assert [m._runtime.backend for m in a8] == ["triton", "triton"]  # numbers: test_int8_act.py
     use_backend(model, None)
-    assert [m._runtime.backend for m in model] == ["int_mm", "int_mm", "int4pack"]
+    assert [m._runtime.backend for m in model] == ["int8pack_a8", "int_mm", "int4pack"]
 
 
 def _dequantized_tokens(x: torch.Tensor) -> torch.Tensor:
@@ -72,6 +73,6 @@ def _dequantized_tokens(x: torch.Tensor) -> torch.Tensor:
 
 def test_weight_only_backend_on_an_int8_activation_layer_names_the_usable_ones():
     layer = _layer("w8a8")
-    with pytest.raises(ValueError, match=r"backend: expected one of \((?:'triton', )?'int_mm', 'dense'\) for this "
+    with pytest.raises(ValueError, match=r"backend: expected one of \((?:'triton', )?'int8pack_a8', 'int_mm', 'dense'\) for this "
                                          r"layer \(.*w8a8-dyn.*device cpu\), found 'int8pack'"):
         layer.finalize(backend="int8pack")

@@ -37,14 +37,30 @@ def reference_y(layer, x, input_scale=None, symmetric=True):
     return y, (qw.scale.shape[1] + 4) * EPS32 * mag
 
 
-@pytest.mark.parametrize("scheme", ["w8a8", "w4a8", "w4a8-g32"])
+def pack_extra(layer, x, input_scale=None):
+    """What the int8pack_a8 backend adds to the bound: its bf16 output of the integer dot
+    rounds by 2^-8 relative (qrt.runtime.int8_pack_a8; exactness of the dot itself and the
+    kernel against torch._int_mm: test_int8_pack_a8.py); 0 for the exact int32 backends."""
+    if layer._runtime.backend != "int8pack_a8":
+        return 0.0
+    xq, sx, _ = quant_rows_ref(x.reshape(-1, x.shape[-1]), True, input_scale)
+    dot = (xq.double() @ layer.qweight().q.double().t()).abs()
+    return 2.0 ** -8 * dot * layer.qweight().scale.double().reshape(-1) * sx.double().abs()[:, None]
+
+
+CPU_A8 = {"w8a8": ["int8pack_a8", "int_mm"], "w4a8": ["int_mm"], "w4a8-g32": ["int_mm"]}
+
+
+@pytest.mark.parametrize("scheme,backend", [(s, b) for s, bs in CPU_A8.items() for b in bs])
 @pytest.mark.parametrize("m", [1, 17, 64])
-def test_from_linear_forward_cpu(scheme, m, rng_seed):
+def test_from_linear_forward_cpu(scheme, backend, m, rng_seed):
     lin = torch.nn.Linear(200, 48)  # 200: ragged last group for w4a8 (g128 and g32)
     layer = QuantLinear.from_linear(lin, scheme)
+    layer.finalize(backend)
     x = torch.randn(m, 200)
     y = layer(x)
     y64, bound = reference_y(layer, x)
+    bound = bound + pack_extra(layer, x)
     assert y.shape == (m, 48) and y.dtype == torch.float32
     assert ((y.double() - y64).abs() <= bound).all()
     # and it is a sane approximation of the float layer (catches a shared misreading of
@@ -62,12 +78,15 @@ def test_asymmetric_tokens(m, rng_seed):
     assert ((layer(x).double() - y64).abs() <= bound).all()
 
 
-def test_leading_dims_and_fp16(rng_seed):
+@pytest.mark.parametrize("backend", CPU_A8["w8a8"])
+def test_leading_dims_and_fp16(backend, rng_seed):
     layer = QuantLinear.from_linear(torch.nn.Linear(64, 32).half(), "w8a8")
+    layer.finalize(backend)
     x = torch.randn(2, 3, 64, dtype=torch.float16)
     y = layer(x)
     assert y.shape == (2, 3, 32) and y.dtype == torch.float16
     y64, bound = reference_y(layer, x)
+    bound = bound + pack_extra(layer, x)
     assert ((y.double().reshape(6, 32) - y64).abs() <= bound + y64.abs() * 2.0 ** -11).all()
 
 
@@ -107,13 +126,16 @@ def test_bad_input_shape():
         layer(torch.randn(3, 65))
 
 
-def test_static_layer_needs_calibration(rng_seed):
+@pytest.mark.parametrize("backend", CPU_A8["w8a8"])
+def test_static_layer_needs_calibration(backend, rng_seed):
     layer = QuantLinear.from_linear(torch.nn.Linear(64, 8), "w8a8-static")
+    layer.finalize(backend)
     with pytest.raises(ValueError, match="calibrate"):
         layer(torch.randn(3, 64))
     layer.input_scale.fill_(0.03)
     x = torch.randn(3, 64)
     y64, bound = reference_y(layer, x, layer.input_scale)
+    bound = bound + pack_extra(layer, x, layer.input_scale)
     assert ((layer(x).double() - y64).abs() <= bound).all()
     x[1, 2] = float("inf")  # static: the token is NaN, not silently clipped to 127
     y = layer(x)

@@ -28,9 +28,10 @@ class Fault:
             raise (ThreadKill if self.kill_thread else RuntimeError)("injected fault")
 
     def attach(self, model):
-        """Register on the first decoder layer's q_proj of an HF causal LM (a module both
-        transformers' forward and qrt's engine call); returns the hook handle."""
-        return model.model.layers[0].self_attn.q_proj.register_forward_pre_hook(self)
+        """Register on the input embedding of an HF causal LM (a module both transformers'
+        forward and qrt's engine call once per forward; the engine calls its fused
+        projections directly, without module hooks); returns the hook handle."""
+        return model.get_input_embeddings().register_forward_pre_hook(self)
 
 
 def wait_until(cond, timeout: float = 5.0, step: float = 0.02) -> bool:

@@ -13,9 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from qrt.engine.attention import AttentionMetadata, paged_attention, store_kv
+from qrt.engine.models.fused import LayerProjections
+from qrt.runtime.lm_head import build_head
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
@@ -52,24 +55,65 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos[:, None] + rotate_half(x) * sin[:, None]
 
 
+def rms_norm_fn(norm: nn.Module):
+    """x -> norm(x) without nn.Module.__call__, Hugging Face's Llama-family RMSNorm
+    weight * (x32 * rsqrt(mean(x32^2) + eps)).to(dtype) in 6-7 small ops (on the CPU at one
+    row, torch's mean and F.rms_norm cost ~4x a sum). Unknown norms call the module."""
+    w, eps = getattr(norm, "weight", None), getattr(norm, "variance_epsilon", None)
+    if w is None or eps is None or type(norm).__name__ not in _HF_RMS_NORMS:
+        return norm
+    d = float(w.shape[-1])
+
+    def rms(x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        r = x32.square().sum(-1, keepdim=True).div_(d).add_(eps).rsqrt_()
+        return w * (x32 * r).to(x.dtype)
+    return rms
+
+
+_HF_RMS_NORMS = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm")
+
+
+class _Layer:
+    """One decoder layer's callables, built once (see qrt.engine.models.fused)."""
+
+    def __init__(self, layer: nn.Module):
+        self.proj = LayerProjections(layer)
+        self.input_norm = rms_norm_fn(layer.input_layernorm)
+        self.post_norm = rms_norm_fn(layer.post_attention_layernorm)
+        attn = layer.self_attn
+        self.q_norm = rms_norm_fn(attn.q_norm) if hasattr(attn, "q_norm") else None
+        self.k_norm = rms_norm_fn(attn.k_norm) if hasattr(attn, "k_norm") else None
+        self.scaling = attn.scaling
+
+
 class LlamaForCausalLM(nn.Module):
     """forward(input_ids [T], positions [T], meta, kv_caches) -> hidden [T, D];
     compute_logits(hidden [N, D]) -> [N, vocab]. kv_caches: one (k, v) pair per layer, each
     [num_blocks, page_size, num_kv_heads, head_dim]."""
 
-    def __init__(self, hf_model: nn.Module, max_positions: int):
+    def __init__(self, hf_model: nn.Module, max_positions: int, lm_head: str = "model"):
+        """lm_head: how logits are computed (qrt.runtime.lm_head.HEAD_MODES): "model" (the
+        module itself, default), "int8" / "bf16" copies, "auto" (int8 for a quantized model
+        with an fp32 head on the CPU)."""
         super().__init__()
         check_supported(hf_model)
         cfg, inner = hf_model.config, hf_model.model
         self.config = cfg
         self.embed_tokens, self.layers, self.norm = inner.embed_tokens, inner.layers, inner.norm
         self.lm_head = hf_model.lm_head
+        self._head, self.head_mode = build_head(hf_model.lm_head, lm_head, hf_model)
+        self._layers = [_Layer(layer) for layer in self.layers]
+        self.final_norm = rms_norm_fn(self.norm)
         first = self.layers[0].self_attn
         self.head_dim = first.head_dim
         self.num_heads = cfg.num_attention_heads
         self.num_kv_heads = cfg.num_key_value_heads
         self.windows = [self._window(layer.self_attn) for layer in self.layers]
-        dtype = self.embed_tokens(torch.zeros(1, dtype=torch.long, device=self.device)).dtype
+        # the embedding's output dtype, read without calling it (a hook on it must see only
+        # real forwards): QuantEmbedding says it, nn.Embedding returns its weight's dtype
+        emb = self.embed_tokens
+        dtype = emb.dtype if isinstance(getattr(emb, "dtype", None), torch.dtype) else emb.weight.dtype
         self.dtype = dtype
         with torch.no_grad():  # HF's own rotary module: every rope scaling it knows works here
             pos = torch.arange(max_positions, device=self.device)[None]
@@ -97,23 +141,28 @@ class LlamaForCausalLM(nn.Module):
                 attention: Callable = paged_attention) -> torch.Tensor:
         h = self.embed_tokens(input_ids)
         cos, sin = self.cos[positions], self.sin[positions]
-        for i, layer in enumerate(self.layers):
-            x = layer.input_layernorm(h)
-            h = h + self._attention(layer.self_attn, x, cos, sin, kv_caches[i], meta, self.windows[i], attention)
-            h = h + layer.mlp(layer.post_attention_layernorm(h))
-        return self.norm(h)
+        for i, layer in enumerate(self._layers):
+            x = layer.input_norm(h)
+            h = h + self._attention(layer, x, cos, sin, kv_caches[i], meta, self.windows[i], attention)
+            x = layer.proj.gate_up(layer.post_norm(h))
+            n = layer.proj.intermediate
+            h = h + layer.proj.down(F.silu(x[:, :n]) * x[:, n:])
+        return self.final_norm(h)
 
-    def _attention(self, attn: nn.Module, x: torch.Tensor, cos, sin, kv_cache, meta, window, attention):
-        t = x.shape[0]
-        q = attn.q_proj(x).view(t, self.num_heads, self.head_dim)
-        k = attn.k_proj(x).view(t, self.num_kv_heads, self.head_dim)
-        v = attn.v_proj(x).view(t, self.num_kv_heads, self.head_dim)
-        if hasattr(attn, "q_norm"):  # Qwen3: RMSNorm over each head before rotary
-            q, k = attn.q_norm(q), attn.k_norm(k)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    def _attention(self, layer: _Layer, x: torch.Tensor, cos, sin, kv_cache, meta, window, attention):
+        t, hd = x.shape[0], self.head_dim
+        nq, nkv = self.num_heads, self.num_kv_heads
+        qkv = layer.proj.qkv(x).view(t, nq + 2 * nkv, hd)
+        q, k, v = qkv[:, :nq], qkv[:, nq:nq + nkv], qkv[:, nq + nkv:]
+        if layer.q_norm is not None:  # Qwen3: RMSNorm over each head before rotary
+            q, k = layer.q_norm(q), layer.k_norm(k)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        else:  # q and k are adjacent heads of one tensor: one rotary over both
+            qk = apply_rope(qkv[:, :nq + nkv], cos, sin)
+            q, k = qk[:, :nq], qk[:, nq:]
         store_kv(k, v, kv_cache[0], kv_cache[1], meta.slot_mapping)
-        o = attention(q, kv_cache[0], kv_cache[1], meta, attn.scaling, window)
-        return attn.o_proj(o.reshape(t, self.num_heads * self.head_dim))
+        o = attention(q, kv_cache[0], kv_cache[1], meta, layer.scaling, window)
+        return layer.proj.o(o.reshape(t, nq * hd))
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden)
+        return self._head(hidden)
