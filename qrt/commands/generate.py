@@ -42,7 +42,7 @@ def encode_prompt(tok, prompt: str, chat: bool = True):
 
 
 def run(args) -> int:
-    from qrt.engine.models.llama import UnsupportedModelError, check_supported
+    from qrt.engine.models import UnsupportedModelError, check_supported
     from qrt.hub.load import load_model, require_tokenizer
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens: expected an int >= 1, found {args.max_new_tokens}")

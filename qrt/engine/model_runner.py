@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from qrt.engine.attention import AttentionMetadata, build_metadata, select_attention, triton_paged_attention
-from qrt.engine.models import LlamaForCausalLM
+from qrt.engine.models import build_model
 from qrt.engine.sequence import Sequence
 
 
@@ -32,7 +32,7 @@ class ModelRunner:
     def __init__(self, hf_model: nn.Module, num_blocks: int, page_size: int, max_model_len: int,
                  attention: Callable | None = None, max_num_seqs: int = 32, use_cuda_graph: bool = True,
                  lm_head: str = "model"):
-        self.model = LlamaForCausalLM(hf_model, max_model_len, lm_head=lm_head)
+        self.model = build_model(hf_model, max_model_len, lm_head=lm_head)
         self.page_size, self.max_model_len = page_size, max_model_len
         m = self.model
         self.attention = attention or select_attention(m.device)

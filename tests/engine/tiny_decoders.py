@@ -13,6 +13,12 @@ FAMILIES = {
     "mistral": lambda: tf.MistralForCausalLM(tf.MistralConfig(**_COMMON, sliding_window=7)),
     "qwen2": lambda: tf.Qwen2ForCausalLM(tf.Qwen2Config(**_COMMON, tie_word_embeddings=False)),
     "qwen3": lambda: tf.Qwen3ForCausalLM(tf.Qwen3Config(**_COMMON, head_dim=48, tie_word_embeddings=True)),
+    # one sliding (window 7 < sequence) and one global layer, distinct local/global rope bases,
+    # query_pre_attn_scalar != head_dim, final logit soft-capping on (30 would barely bend logits
+    # of ~1: 2.0 makes a decoder that skips it fail)
+    "gemma3": lambda: tf.Gemma3ForCausalLM(tf.Gemma3TextConfig(
+        **_COMMON, head_dim=48, sliding_window=7, layer_types=["sliding_attention", "full_attention"],
+        query_pre_attn_scalar=32, final_logit_softcapping=2.0, tie_word_embeddings=True)),
 }
 
 

@@ -20,29 +20,19 @@ from qrt.engine.attention import AttentionMetadata, paged_attention, store_kv
 from qrt.engine.models.fused import LayerProjections
 from qrt.runtime.lm_head import build_head
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+LLAMA_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
 
 class UnsupportedModelError(ValueError):
     """The model runner has no decoder for this architecture."""
 
 
-def check_supported(hf_model: nn.Module) -> None:
-    """Raise UnsupportedModelError unless the runner implements this model exactly."""
-    cfg = getattr(hf_model, "config", None)
-    mtype = getattr(cfg, "model_type", None)
-    if mtype not in SUPPORTED_MODEL_TYPES:
-        raise UnsupportedModelError(
-            f"model_type {mtype!r} ({type(hf_model).__name__}) is not supported by qrt's engine; "
-            f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
-    act = getattr(cfg, "hidden_act", "silu")
-    if act != "silu":
-        raise UnsupportedModelError(f"{mtype}: hidden_act {act!r} found, the engine's decoder expects 'silu'")
+def _require_modules(hf_model: nn.Module, family: str) -> None:
     inner = getattr(hf_model, "model", None)
     for name in ("embed_tokens", "layers", "norm", "rotary_emb"):
         if not hasattr(inner, name):
             raise UnsupportedModelError(f"{type(hf_model).__name__}.model has no {name!r}; "
-                                        "expected a Hugging Face *ForCausalLM of the Llama family")
+                                        f"expected a Hugging Face *ForCausalLM of the {family} family")
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -92,12 +82,28 @@ class LlamaForCausalLM(nn.Module):
     compute_logits(hidden [N, D]) -> [N, vocab]. kv_caches: one (k, v) pair per layer, each
     [num_blocks, page_size, num_kv_heads, head_dim]."""
 
+    MODEL_TYPES = LLAMA_MODEL_TYPES
+
+    @classmethod
+    def check(cls, hf_model: nn.Module) -> None:
+        """UnsupportedModelError unless this decoder implements hf_model exactly."""
+        cfg = getattr(hf_model, "config", None)
+        mtype = getattr(cfg, "model_type", None)
+        if mtype not in cls.MODEL_TYPES:
+            raise UnsupportedModelError(
+                f"model_type {mtype!r} ({type(hf_model).__name__}) is not supported by qrt's engine; "
+                f"supported: {', '.join(cls.MODEL_TYPES)}")
+        act = getattr(cfg, "hidden_act", "silu")
+        if act != "silu":
+            raise UnsupportedModelError(f"{mtype}: hidden_act {act!r} found, the engine's decoder expects 'silu'")
+        _require_modules(hf_model, "Llama")
+
     def __init__(self, hf_model: nn.Module, max_positions: int, lm_head: str = "model"):
         """lm_head: how logits are computed (qrt.runtime.lm_head.HEAD_MODES): "model" (the
         module itself, default), "int8" / "bf16" copies, "auto" (int8 for a quantized model
         with an fp32 head on the CPU)."""
         super().__init__()
-        check_supported(hf_model)
+        self.check(hf_model)
         cfg, inner = hf_model.config, hf_model.model
         self.config = cfg
         self.embed_tokens, self.layers, self.norm = inner.embed_tokens, inner.layers, inner.norm
@@ -115,12 +121,18 @@ class LlamaForCausalLM(nn.Module):
         emb = self.embed_tokens
         dtype = emb.dtype if isinstance(getattr(emb, "dtype", None), torch.dtype) else emb.weight.dtype
         self.dtype = dtype
-        with torch.no_grad():  # HF's own rotary module: every rope scaling it knows works here
+        cos, sin = self.rotary_table(inner.rotary_emb, max_positions)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def rotary_table(self, rotary_emb: nn.Module, max_positions: int, *args) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [max_positions, head_dim] from HF's own rotary module (every rope scaling it
+        knows works here); args: what the module takes after (x, position_ids)."""
+        with torch.no_grad():
             pos = torch.arange(max_positions, device=self.device)[None]
-            probe = torch.zeros(1, dtype=dtype, device=self.device)
-            cos, sin = inner.rotary_emb(probe, pos)
-        self.register_buffer("cos", cos[0].to(dtype), persistent=False)
-        self.register_buffer("sin", sin[0].to(dtype), persistent=False)
+            probe = torch.zeros(1, dtype=self.dtype, device=self.device)
+            cos, sin = rotary_emb(probe, pos, *args)
+        return cos[0].to(self.dtype), sin[0].to(self.dtype)
 
     def _window(self, attn: nn.Module) -> int | None:
         """Sliding window of one layer: Qwen2/3 set it per layer; Mistral for the whole model."""
