@@ -1,5 +1,5 @@
-"""Which backend runs a QuantLinear on its device: the one registry for weight-only (WxA16)
-and int8-activation (WxA8) layers.
+"""Which backend runs a QuantLinear on its device: the one registry for weight-only (WxA16),
+int8-activation (WxA8) and float (FP8 / FP4) layers.
 
 A backend is usable(layer, device) -> bool and build(layer) -> (kernel, col_perm), where the
 kernel holds the tensors laid out for it and has matmul(x [M, K], bias, ...) -> y [M, N].
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from qrt.runtime import int8_act, weight_only
+from qrt.runtime import fp_linear, int8_act, weight_only
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,11 @@ INT8_ACTIVATIONS = (
     Backend("dense", int8_act.dense_a8_usable, int8_act.build_dense_a8, by_default=lambda device: False),
 )
 
+FLOAT = (
+    Backend("triton", fp_linear.float_triton_usable, fp_linear.build_float_triton, by_default=_not_on_cpu),
+    Backend("dense", fp_linear.float_dense_usable, fp_linear.build_float_dense),
+)
+
 
 @dataclass(frozen=True)
 class LayerRuntime:
@@ -55,6 +60,8 @@ class LayerRuntime:
 
 def candidates(layer) -> tuple[Backend, ...]:
     """The backends for this kind of layer, best first."""
+    if layer.scheme.is_float:
+        return FLOAT
     return WEIGHT_ONLY if layer.scheme.activations is None else INT8_ACTIVATIONS
 
 

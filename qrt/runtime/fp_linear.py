@@ -9,7 +9,7 @@ every kind so the layer's device logic is the integer layer's):
          weight_global_scale float32 [1]
   MXFP4  weight_packed uint8 [out, in/2]; weight_scale uint8 (e8m0) [out, in/32]
 
-Backends: "triton" (CUDA; the CPU under TRITON_INTERPRET=1 when asked for): the custom ops
+Backends (registered in qrt.runtime.backends.FLOAT): "triton" (CUDA; the CPU under TRITON_INTERPRET=1 when asked for): the custom ops
 qrt.fp8_linear / qrt.fp4_matmul on the checkpoint tensors as they are. "dense" (the CPU
 path): FP8 keeps the codes widened to fp32 (exact) and runs the kernel twin's math
 (per-token FP8 activations included); FP4 keeps the dequantized weight in the layer dtype.
@@ -27,8 +27,6 @@ from qrt.numerics.fp import (FloatQuantizedWeight, dequantize_fp4, dequantize_fp
 from qrt.schemes import FLOAT_DTYPES, QuantScheme
 from qrt_kernels.dispatch import triton_runs_on
 from qrt_kernels.reference import fp8_linear_ref
-
-FLOAT_BACKENDS = ("triton", "dense")
 
 
 def fp8_scale_dtype(s: QuantScheme) -> torch.dtype:
@@ -89,11 +87,10 @@ def dequantize_float(layer, dtype: torch.dtype) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class FloatRuntime:
-    """layer._runtime of a float layer. triton: the op's tensors; dense: w fp32 codes (FP8,
-    with w_scale fp32 [N]) or the dequantized weight (FP4)."""
+class FloatKernel:
+    """The kernel of a float layer's runtime (qrt.runtime.backends.FLOAT). triton: the op's
+    tensors; dense: w fp32 codes (FP8, with w_scale fp32 [N]) or the dequantized weight (FP4)."""
 
-    backend: str
     w: torch.Tensor
     w_scale: torch.Tensor | None
     global_scale: torch.Tensor | None
@@ -103,32 +100,36 @@ def _channel_scale(layer) -> torch.Tensor:
     return layer.weight_scale.float().reshape(-1).expand(layer.out_features).contiguous()
 
 
-def prepare_float(layer, backend: str | None = None) -> FloatRuntime:
-    """Runtime tensors, once per device. backend None: triton on CUDA (and meta), dense on CPU."""
-    dev = layer.weight_packed.device
-    usable = (("triton",) if triton_runs_on(dev) else ()) + ("dense",)
-    if backend is None:
-        backend = "triton" if dev.type in ("cuda", "meta") else "dense"
-    if backend not in usable:
-        raise ValueError(f"backend: expected one of {usable} for this float layer on {dev.type}, found {backend!r}")
+def float_triton_usable(layer, device: torch.device) -> bool:
+    return triton_runs_on(device)
+
+
+def float_dense_usable(layer, device: torch.device) -> bool:
+    return True
+
+
+def build_float_triton(layer) -> tuple[FloatKernel, None]:
+    """The custom ops take the checkpoint tensors as they are (FP8: scale per channel, fp32)."""
     fp8 = layer.scheme.bits == 8
-    if backend == "triton":
-        return FloatRuntime(backend, layer.weight_packed, _channel_scale(layer) if fp8 else layer.weight_scale,
-                            layer.weight_global_scale)
-    if fp8:
-        return FloatRuntime(backend, layer.weight_packed.float(), _channel_scale(layer), None)
-    return FloatRuntime(backend, dequantize_float(layer, layer.dtype), None, None)
+    return FloatKernel(layer.weight_packed, _channel_scale(layer) if fp8 else layer.weight_scale,
+                       layer.weight_global_scale), None
+
+
+def build_float_dense(layer) -> tuple[FloatKernel, None]:
+    if layer.scheme.bits == 8:
+        return FloatKernel(layer.weight_packed.float(), _channel_scale(layer), None), None
+    return FloatKernel(dequantize_float(layer, layer.dtype), None, None), None
 
 
 def linear_float(layer, x: torch.Tensor) -> torch.Tensor:
     """x [..., in] -> [..., out] in x.dtype."""
     if x.shape[-1] != layer.in_features:
         raise ValueError(f"x: expected last dim {layer.in_features} (in_features), found shape {tuple(x.shape)}")
-    rt: FloatRuntime = layer._runtime
+    rt: FloatKernel = layer._runtime.kernel
     s = layer.scheme
     x2 = x.reshape(-1, layer.in_features).contiguous()
     act_fp8 = s.activations is not None
-    if rt.backend == "triton":
+    if layer._runtime.backend == "triton":
         if s.bits == 8:
             y = torch.ops.qrt.fp8_linear(x2, rt.w, rt.w_scale, layer.bias, act_fp8)
         else:

@@ -20,7 +20,7 @@ from qrt.numerics.quant import QuantizedWeight, dequantize, quantize_weight
 from qrt.runtime.backends import prepare_runtime
 from qrt.runtime.int8_act import linear_a8
 from qrt.runtime.weight_only import linear_a16
-from qrt.runtime.fp_linear import (dequantize_float, fill_float_buffers, linear_float, prepare_float,
+from qrt.runtime.fp_linear import (dequantize_float, fill_float_buffers, linear_float,
                                    quantize_float, register_float_buffers)
 from qrt.schemes import QuantScheme, resolve_scheme
 
@@ -161,13 +161,10 @@ class QuantLinear(nn.Module):
         the layer's own dtype end to end (the CPU packed kernels "int4pack"/"int8pack"
         compute in bfloat16, relative rounding 2^-8, because that is their only fast path),
         "triton". int8-activation layers: "triton", "int_mm" (torch, CPU), "dense" (fp32
-        reference math, any device). A backend that
+        reference math, any device). Float (FP8/FP4) layers: "triton", "dense". A backend that
         cannot serve the layer raises ValueError naming the usable ones.
         """
-        if self.scheme.is_float:
-            self._runtime = prepare_float(self, backend)
-        else:
-            self._runtime = prepare_runtime(self, backend)
+        self._runtime = prepare_runtime(self, backend)
         self._backend_choice = backend
         self._runtime_device = self.weight_packed.device
 
