@@ -96,8 +96,9 @@ class VllmPeer:
                     return msg
             left = deadline - time.monotonic()
             if left <= 0:
-                self.close()
-                raise PeerError(f"vLLM did not answer within {timeout:.0f} s (killed); stderr tail:\n{self.stderr_tail()}")
+                tail = self.stderr_tail()
+                self.close(wait_s=0)
+                raise PeerError(f"vLLM did not answer within {timeout:.0f} s (killed); stderr tail:\n{tail}")
             ready, _, _ = select.select([fd], [], [], min(left, 5.0))
             if ready:
                 chunk = os.read(fd, 1 << 16).decode(errors="replace")
@@ -107,16 +108,19 @@ class VllmPeer:
                 self._buf += chunk
 
     def stderr_tail(self, n: int = 4000) -> str:
+        if self._stderr.closed:
+            return "(closed)"
         self._stderr.seek(0)
         return self._stderr.read()[-n:]
 
-    def close(self) -> None:
-        """Close stdin (the child exits), wait briefly, then kill the whole process group."""
+    def close(self, wait_s: float = 30) -> None:
+        """Close stdin (the child exits), wait up to wait_s, then kill the whole process group.
+        Idempotent."""
         if self.proc.poll() is None:
             try:
                 self.proc.stdin.close()
-                self.proc.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
+                self.proc.wait(timeout=wait_s)
+            except (OSError, ValueError, subprocess.TimeoutExpired):
                 pass
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
@@ -124,9 +128,10 @@ class VllmPeer:
         else:  # the leader is gone; make sure nothing it started lingers
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
+            except (ProcessLookupError, PermissionError):
                 pass
-        self._stderr.close()
+        if not self._stderr.closed:
+            self._stderr.close()
 
     def __enter__(self):
         return self

@@ -40,8 +40,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))
 from tiny_serving import make_tokenizer  # noqa: E402
 from vllm_peer import PeerError, VllmPeer, vllm_python, vllm_version  # noqa: E402
 
-pytestmark = pytest.mark.slow
-
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time, there was a",
            "The three primary colors are"]
 MAX_TOKENS = 24
@@ -127,6 +125,7 @@ def smollm2():
     return load_fp_model("smollm2", dtype=torch.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", sorted(SERVED))
 def test_vllm_generates_qrt_tokens(peer_python, smollm2, scheme, tmp_path):
     max_tol, mean_tol, tie = SERVED[scheme]
@@ -155,6 +154,7 @@ def test_vllm_generates_qrt_tokens(peer_python, smollm2, scheme, tmp_path):
                                                    f"(tol {max_tol}), mean {mean:.3f} (tol {mean_tol})")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme,dtype", sorted(REFUSED))
 def test_vllm_cpu_refuses(peer_python, fp_model, scheme, dtype, tmp_path):
     ckpt = write_checkpoint(fp_model, scheme, tmp_path / scheme)
@@ -163,3 +163,26 @@ def test_vllm_cpu_refuses(peer_python, fp_model, scheme, dtype, tmp_path):
             peer.generate([[1, 2, 3]], 2, timeout=120)
     print(f"{scheme} {dtype}: {str(err.value)[:600]}")
     assert REFUSED[scheme, dtype] in str(err.value)
+
+
+def test_peer_that_never_answers_is_killed(tmp_path):
+    """A vLLM that hangs while loading must not hang the caller: the deadline passes, the whole
+    process group (the child and what it started) is killed, and the error says so."""
+    import time
+    fake = tmp_path / "python"  # stands in for the venv's python: starts a grandchild, then hangs
+    fake.write_text(f"#!/bin/sh\nsleep 600 &\necho $! > {tmp_path}/grandchild\necho $$ > {tmp_path}/child\n"
+                    "exec sleep 600\n")
+    fake.chmod(0o755)
+    with pytest.raises(PeerError, match="did not answer within 2 s"):
+        VllmPeer(str(fake), tmp_path, load_timeout=2)
+    pids = [int((tmp_path / name).read_text()) for name in ("child", "grandchild")]
+
+    def alive(pid):
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+    deadline = time.monotonic() + 10
+    while any(map(alive, pids)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(map(alive, pids)), f"processes of the killed peer still running: {pids}"
