@@ -53,7 +53,7 @@ SERVED = {"w4a16": WEIGHT_ONLY, "w4a16-asym": WEIGHT_ONLY, "w8a8": DYNAMIC_A8, "
 REFUSED = {
     ("w8a16", "bfloat16"): "Quant type (uint8b128) not supported by CPUWNA16",  # 4-bit only
     ("fp8-w", "bfloat16"): "Failed to find a kernel that can implement the ScaledMM linear layer",
-    ("w4a16", "float32"): "",  # cpu_gemm_wna16 has no Float
+    ("w4a16", "float32"): "\"cpu_gemm_wna16\" not implemented for 'Float'",
 }
 
 
@@ -82,13 +82,13 @@ def fp_model():
 
 def make_fp_model(seed: int):
     """A random Llama whose shapes vLLM's CPU kernels take (K, N multiples of 128; head_dim
-    64), with next-token distributions peaked enough (init 0.2) that greedy ties are rare."""
+    64): enough for the refusals, which happen while vLLM builds its layers."""
     from transformers import LlamaConfig, LlamaForCausalLM
     tok = make_tokenizer()
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=3,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      initializer_range=0.2, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+                      bos_token_id=1, eos_token_id=2, pad_token_id=2,
                       tie_word_embeddings=False)
     return LlamaForCausalLM(cfg).eval(), tok
 
