@@ -23,7 +23,8 @@ def register(subparsers) -> None:
     p.add_argument("--max-batch-tokens", type=int, default=512, help="tokens per forward (prefill chunk)")
     p.add_argument("--page-size", type=int, default=32, help="tokens per KV-cache block")
     p.add_argument("--kv-cache-mb", type=int, default=512, help="KV-cache budget in MiB")
-    p.add_argument("--prefix-caching", action="store_true", help="share KV blocks of common prompt prefixes")
+    p.add_argument("--no-prefix-caching", dest="prefix_caching", action="store_false",
+                   help="do not share KV blocks of common prompt prefixes (shared by default)")
     p.add_argument("--num-threads", type=int, default=None, help="torch threads of the generation loop")
     p.add_argument("--no-batch-invariant", dest="batch_invariant", action="store_false",
                    help="fp32 (torch) attention instead of the per-sequence float64 twin on the CPU")

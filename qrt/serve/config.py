@@ -33,7 +33,7 @@ class EngineConfig:
     page_size: int = 32
     kv_cache_mb: int = 512
     num_blocks: int | None = None
-    prefix_caching: bool = False
+    prefix_caching: bool = True
     num_threads: int | None = None
     batch_invariant: bool = True
 
