@@ -87,6 +87,7 @@ CONFIGS.update({
     # SmoothQuant in front of FP8 W8A8 (issue 15's +1% target); the weights round to nearest
     "fp8-rtn": ("rtn", "fp8", None),
     "fp8-sq-rtn": ("sq", "fp8", None, {"rounding": "rtn"}),
+    "fp8-sq-rtn-n32": ("sq", "fp8", None, {"rounding": "rtn", "nsamples": 32}),
 })
 TRANSFORM_KEYS = {"sq": ("alpha", "mappings"), "awq": ("n_grid", "duo_scaling", "loss_windows", "clip")}
 
