@@ -86,6 +86,7 @@ CONFIGS.update({
     "w8a8-llmc-sq-gptq-act": ("llmc-sq", "w8a8", "weight", {"alpha": 0.5, "rounding": "gptq"}),
     # SmoothQuant in front of FP8 W8A8 (issue 15's +1% target); the weights round to nearest
     "fp8-rtn": ("rtn", "fp8", None),
+    "fp8-w-rtn": ("rtn", "fp8-w", None),
     "fp8-sq-rtn": ("sq", "fp8", None, {"rounding": "rtn"}),
     "fp8-sq-rtn-n32": ("sq", "fp8", None, {"rounding": "rtn", "nsamples": 32}),
 })
