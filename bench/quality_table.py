@@ -64,6 +64,8 @@ CONFIGS = {
     "w4a16-g128-awq-rtn-n32": ("awq", "w4a16", None, {"rounding": "rtn", "nsamples": 32, "loss_windows": 4}),
     "w4a16-g128-awq-clip-rtn-n32": ("awq", "w4a16", None, {"rounding": "rtn", "nsamples": 32, "loss_windows": 4,
                                                             "clip": True}),
+    "w4a16-g128-awq-clip-gptq-act-n32": ("awq", "w4a16", "weight", {"rounding": "gptq", "nsamples": 32,
+                                                                     "loss_windows": 4, "clip": True}),
     "w4a16-g128-awq-gptq-act-n32": ("awq", "w4a16", "weight", {"rounding": "gptq", "nsamples": 32,
                                                                 "loss_windows": 4}),
 }
