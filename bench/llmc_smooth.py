@@ -10,6 +10,11 @@ calib.pt: int64 [nsamples, seqlen] token windows (qrt.data.windows). spec.json:
   {"method": "awq", "n_grid", "duo_scaling", "bits", "symmetric", "groups": {group size:
       [layer names]}, "ignore"}: AWQModifier + QuantizationModifier (round to nearest);
       OUT is the compressed-tensors checkpoint directory it saves.
+  Either method with quantization keys ("bits", "symmetric", "groups": {group size or
+      "channel": [layer names]}, "ignore") may add "rounding": "gptq" (GPTQModifier with
+      "actorder", "block_size", "percdamp" in place of QuantizationModifier) and
+      "input_activations": true (dynamic per-token int8 activations: W8A8); OUT is then the
+      checkpoint directory. OUT + ".time.json" gets the oneshot wall seconds.
 """
 from __future__ import annotations
 
@@ -21,10 +26,27 @@ from torch.utils.data import DataLoader
 
 
 def config_groups(spec: dict) -> dict:
-    return {f"group_{i}": {"targets": names,
-                           "weights": {"num_bits": spec["bits"], "type": "int", "symmetric": spec["symmetric"],
-                                       "strategy": "group", "group_size": int(gs), "observer": "minmax"}}
-            for i, (gs, names) in enumerate(sorted(spec["groups"].items()))}
+    groups = {}
+    for i, (gs, names) in enumerate(sorted(spec["groups"].items())):
+        channel = gs == "channel"
+        groups[f"group_{i}"] = {"targets": names, "weights": {
+            "num_bits": spec["bits"], "type": "int", "symmetric": spec["symmetric"],
+            "strategy": "channel" if channel else "group", "group_size": None if channel else int(gs),
+            "observer": "minmax"}}
+        if spec.get("input_activations"):
+            groups[f"group_{i}"]["input_activations"] = {"num_bits": 8, "type": "int", "symmetric": True,
+                                                         "strategy": "token", "dynamic": True, "observer": None}
+    return groups
+
+
+def quant_modifier(spec: dict):
+    """Round to nearest (QuantizationModifier) or GPTQModifier for the spec's layer groups."""
+    from llmcompressor.modifiers.gptq import GPTQModifier
+    from llmcompressor.modifiers.quantization import QuantizationModifier
+    if spec.get("rounding", "rtn") == "gptq":
+        return GPTQModifier(config_groups=config_groups(spec), ignore=spec["ignore"], actorder=spec.get("actorder"),
+                            block_size=spec.get("block_size", 128), dampening_frac=spec.get("percdamp", 0.01))
+    return QuantizationModifier(config_groups=config_groups(spec), ignore=spec["ignore"])
 
 
 def allow_cpu_only() -> None:
@@ -47,8 +69,10 @@ def main() -> None:
     for a in ("--model", "--windows", "--spec", "--out"):
         ap.add_argument(a, required=True)
     args = ap.parse_args()
+    import time
+    from pathlib import Path
+
     from llmcompressor import oneshot
-    from llmcompressor.modifiers.quantization import QuantizationModifier
     from llmcompressor.modifiers.transform.awq import AWQModifier
     from llmcompressor.modifiers.transform.smoothquant import SmoothQuantModifier
     from transformers import AutoModelForCausalLM
@@ -58,14 +82,18 @@ def main() -> None:
     windows = torch.load(args.windows)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     samples = [{"input_ids": w[None], "attention_mask": torch.ones_like(w)[None]} for w in windows]
+    quantized = "bits" in spec
     if spec["method"] == "smoothquant":
         recipe = [SmoothQuantModifier(smoothing_strength=spec["alpha"])]
     else:
-        recipe = [AWQModifier(n_grid=spec["n_grid"], duo_scaling=spec["duo_scaling"]),
-                  QuantizationModifier(config_groups=config_groups(spec), ignore=spec["ignore"])]
+        recipe = [AWQModifier(n_grid=spec["n_grid"], duo_scaling=spec["duo_scaling"])]
+    if quantized:
+        recipe.append(quant_modifier(spec))
+    t0 = time.time()
     oneshot(model=model, dataset=DataLoader(samples, batch_size=None), recipe=recipe,
             num_calibration_samples=len(samples), max_seq_length=windows.shape[1], pipeline="sequential")
-    if spec["method"] == "smoothquant":
+    Path(args.out + ".time.json").write_text(json.dumps({"seconds": time.time() - t0}))
+    if not quantized:
         torch.save({n: p.detach().clone() for n, p in model.named_parameters()}, args.out)
     else:
         model.save_pretrained(args.out, save_compressed=True)

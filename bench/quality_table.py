@@ -62,10 +62,37 @@ CONFIGS = {
     "w4a16-g128-awq-gptq-act": ("awq", "w4a16", "weight", {"rounding": "gptq"}),
     # cheaper AWQ for the shared 2-core box: 32 calibration windows, 4 of them in the grid loss
     "w4a16-g128-awq-rtn-n32": ("awq", "w4a16", None, {"rounding": "rtn", "nsamples": 32, "loss_windows": 4}),
+    "w4a16-g128-awq-clip-rtn-n32": ("awq", "w4a16", None, {"rounding": "rtn", "nsamples": 32, "loss_windows": 4,
+                                                            "clip": True}),
+    "w4a16-g128-awq-clip-gptq-act-n32": ("awq", "w4a16", "weight", {"rounding": "gptq", "nsamples": 32,
+                                                                     "loss_windows": 4, "clip": True}),
     "w4a16-g128-awq-gptq-act-n32": ("awq", "w4a16", "weight", {"rounding": "gptq", "nsamples": 32,
                                                                 "loss_windows": 4}),
 }
-TRANSFORM_KEYS = {"sq": ("alpha", "mappings"), "awq": ("n_grid", "duo_scaling", "loss_windows")}
+# SmoothQuant sweep on a quarter of the calibration (ranges only; picks alpha and mappings)
+CONFIGS.update({f"w8a8-sq-rtn-n32-a{a}-{m}": ("sq", "w8a8", None, {"rounding": "rtn", "nsamples": 32, "alpha": a,
+                                                                    "mappings": m})
+                for a in (0.5, 0.65, 0.8) for m in ("norms", "all")})
+CONFIGS.update({
+    # like-for-like with llmcompressor's AWQModifier: 32 windows, every window in the grid loss, fp32 scales
+    "w4a16-g128-awq-rtn-n32all-fp32scale": ("awq", "w4a16", None, {"rounding": "rtn", "nsamples": 32,
+                                                                    "scale_dtype": "float32"}),
+    "w4a16-g128-llmc-awq-rtn-n32": ("llmc-awq", "w4a16", None, {"nsamples": 32}),
+    # the same pair on 8 x 512 calibration tokens (what the loaded shared box allowed)
+    "w4a16-g128-awq-rtn-n8all-fp32scale": ("awq", "w4a16", None, {"rounding": "rtn", "nsamples": 8,
+                                                                   "scale_dtype": "float32"}),
+    "w4a16-g128-llmc-awq-rtn-n8": ("llmc-awq", "w4a16", None, {"nsamples": 8}),
+    "w4a16-g128-llmc-awq-gptq-act-n32": ("llmc-awq", "w4a16", "weight", {"nsamples": 32, "rounding": "gptq"}),
+    # llmcompressor's SmoothQuantModifier + its round to nearest / GPTQ, W8A8 (per-token int8 activations)
+    "w8a8-llmc-sq-rtn": ("llmc-sq", "w8a8", None, {"alpha": 0.5}),
+    "w8a8-llmc-sq-gptq-act": ("llmc-sq", "w8a8", "weight", {"alpha": 0.5, "rounding": "gptq"}),
+    # SmoothQuant in front of FP8 W8A8 (issue 15's +1% target); the weights round to nearest
+    "fp8-rtn": ("rtn", "fp8", None),
+    "fp8-w-rtn": ("rtn", "fp8-w", None),
+    "fp8-sq-rtn": ("sq", "fp8", None, {"rounding": "rtn"}),
+    "fp8-sq-rtn-n32": ("sq", "fp8", None, {"rounding": "rtn", "nsamples": 32}),
+})
+TRANSFORM_KEYS = {"sq": ("alpha", "mappings"), "awq": ("n_grid", "duo_scaling", "loss_windows", "clip")}
 
 
 def hardware() -> dict:
@@ -110,6 +137,38 @@ def llmc_quantize(model, tokenizer, model_dir, scheme_name, actorder, args) -> f
     return out["seconds"]
 
 
+def llmc_smooth(model, tok, model_dir, method: str, scheme_name, actorder, extra: dict, args):
+    """llmcompressor's AWQModifier / SmoothQuantModifier + its round to nearest or GPTQ
+    (bench/llmc_smooth.py) on our windows and per-layer group sizes; -> (its checkpoint
+    loaded by qrt, wall seconds)."""
+    from qrt import load_quantized
+    from qrt.data.windows import calibration_windows
+    from qrt.quantize.plan import plan_layers
+    from qrt.schemes import resolve_scheme
+    scheme = resolve_scheme(scheme_name)
+    plan, _, ignore, _ = plan_layers(model, scheme, ("Linear",), ("lm_head",), ragged_groups=False)
+    groups: dict[str, list[str]] = {}
+    for name, (_, s) in plan.items():
+        groups.setdefault(str(s.group_size) if s.strategy == "group" else "channel", []).append(name)
+    spec = dict(method=CONFIGS_METHOD[method], bits=scheme.bits, symmetric=scheme.symmetric, groups=groups, ignore=list(ignore),
+                input_activations=scheme.activations is not None, rounding=extra.pop("rounding", "rtn"),
+                actorder=actorder, block_size=128, percdamp=0.01, n_grid=20, duo_scaling=True,
+                alpha=extra.pop("alpha", 0.5))
+    nsamples = extra.pop("nsamples", args.nsamples)
+    tmp = Path(tempfile.mkdtemp(prefix="qrt-llmc-"))
+    torch.save(calibration_windows(tok, None, nsamples, args.seqlen, seed=0), tmp / "w.pt")
+    (tmp / "spec.json").write_text(json.dumps(spec))
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
+    subprocess.run([args.llmc_python, str(ROOT / "llmc_smooth.py"), "--model", str(model_dir), "--windows",
+                    str(tmp / "w.pt"), "--spec", str(tmp / "spec.json"), "--out", str(tmp / "ckpt")],
+                   check=True, env=env)
+    seconds = json.loads((tmp / "ckpt.time.json").read_text())["seconds"]
+    return load_quantized(tmp / "ckpt", device="cpu", dtype=torch.float32, progress=False), seconds
+
+
+CONFIGS_METHOD = {"llmc-awq": "awq", "llmc-sq": "smoothquant"}
+
+
 def quantize(name: str, model, tok, model_dir, args) -> dict:
     """Quantize `model` in place per CONFIGS[name]; -> timing fields."""
     from qrt.quantize.gptq_model import gptq_quantize_model
@@ -148,7 +207,7 @@ def cached_quantize(name: str, model, tok, model_dir, args):
     llmcompressor's as its dequantized weights. -> (model, timing fields)."""
     from qrt import load_quantized, save_quantized
     method = CONFIGS[name][0]
-    calibrated = ("gptq", *TRANSFORM_KEYS)
+    calibrated = ("gptq", *TRANSFORM_KEYS, *CONFIGS_METHOD)
     cache = Path(args.cache_dir) / name if args.cache_dir and method in (*calibrated, "llmc") else None
     if cache is not None and (cache / "timing.json").exists():
         timing = json.loads((cache / "timing.json").read_text())
@@ -157,6 +216,16 @@ def cached_quantize(name: str, model, tok, model_dir, args):
         with torch.no_grad():
             for n, w in torch.load(cache / "weights.pt").items():
                 model.get_submodule(n).weight.copy_(w)
+        return model, timing
+    if method in CONFIGS_METHOD:  # llmcompressor's smoothing: its checkpoint, loaded by qrt
+        _, scheme, actorder, *extra = CONFIGS[name]
+        model, secs = llmc_smooth(model, tok, model_dir, method, scheme, actorder, dict(extra[0]) if extra else {},
+                                  args)
+        timing = {"quantize_seconds": secs, "quantize_cpu_seconds": None}
+        if cache is not None:
+            cache.mkdir(parents=True, exist_ok=True)
+            save_quantized(model, cache / "ckpt", tokenizer=tok, dtype=torch.float32, ragged_groups=True)
+            (cache / "timing.json").write_text(json.dumps(timing))
         return model, timing
     timing = quantize(name, model, tok, model_dir, args)
     if cache is not None:
@@ -198,7 +267,7 @@ def run_config(name: str, args) -> dict:
     res.update(config=name, method=method, scheme=scheme, actorder=actorder, eval_seconds=time.time() - t0,
                threads=torch.get_num_threads(), **timing)
     res.update(text=args.text)
-    if method in ("gptq", "llmc", *TRANSFORM_KEYS):
+    if method in ("gptq", "llmc", *TRANSFORM_KEYS, *CONFIGS_METHOD):
         res.update(seqlen=args.seqlen, **{"nsamples": args.nsamples, **(extra[0] if extra else {})})
     return res
 
@@ -247,7 +316,8 @@ def main() -> None:
 
 
 LABELS = {"fp": "fp32", "rtn": "RTN", "gptq": "GPTQ (qrt)", "llmc": "GPTQ (llmcompressor 0.14)",
-          "sq": "SmoothQuant + ", "awq": "AWQ + "}
+          "sq": "SmoothQuant + ", "awq": "AWQ + ", "llmc-sq": "llmcompressor 0.14 SmoothQuant + ",
+          "llmc-awq": "llmcompressor 0.14 AWQ + "}
 
 
 def markdown_table(runs: Path, windows: int) -> str:
@@ -267,7 +337,8 @@ def markdown_table(runs: Path, windows: int) -> str:
         secs = r.get("quantize_seconds") or 0
         when = "-" if r["method"] == "fp" else (f"{secs / 60:.1f} min" if secs >= 60 else f"{secs:.0f} s")
         when += f" ({r['threads']})" if r["method"] != "fp" and r.get("threads") else ""
-        label = LABELS[r["method"]] + (r.get("rounding", "").upper() if r["method"] in TRANSFORM_KEYS else "")
+        label = LABELS[r["method"]] + (r.get("rounding", "rtn").upper()
+                                       if r["method"] in (*TRANSFORM_KEYS, *CONFIGS_METHOD) else "")
         lines.append(f"| `{name}` | {r['scheme'] or '-'} | {label}{extra} | {r.get('actorder') or '-'} | "
                      f"{r['ppl']:.3f} | {100 * (r['ppl'] / fp - 1):+.2f}% | {closed} | {when} |")
     return "\n".join(lines)

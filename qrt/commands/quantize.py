@@ -42,6 +42,8 @@ def add_gptq_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--smooth-mappings", choices=["norms", "all"], default="norms",
                    help="SmoothQuant: norm -> q/k/v, gate/up (default) or also v -> o, up -> down")
     g.add_argument("--awq-grid", type=int, default=20, help="AWQ grid points per mapping (default: 20)")
+    g.add_argument("--awq-clip", action="store_true",
+                   help="AWQ: also search per-group weight clipping (AutoAWQ's auto_clip; round to nearest only)")
     g.add_argument("--awq-loss-windows", type=int, default=None,
                    help="AWQ: calibration windows in the grid-search loss (default: all)")
     g.add_argument("--actorder", choices=["weight", "group", "none"], default="weight",
@@ -112,7 +114,7 @@ def make_transform(model, args):
             return SmoothQuant(model, SmoothQuantConfig(alpha=args.alpha, mappings=args.smooth_mappings))
         if smooth == "awq":
             from qrt.quantize.awq import AWQ, AWQConfig
-            return AWQ(model, AWQConfig(n_grid=args.awq_grid, loss_windows=args.awq_loss_windows))
+            return AWQ(model, AWQConfig(n_grid=args.awq_grid, loss_windows=args.awq_loss_windows, clip=args.awq_clip))
     except ValueError as e:
         raise SystemExit(str(e)) from None
     return None

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from qrt.numerics.quant import fake_quantize
+from qrt.quantize.awq_clip import clip_weights
 from qrt.quantize.mappings import BlockTransform, ScaleMapping, block_mappings, fold_scales
 
 
@@ -29,11 +30,15 @@ class AWQConfig:
     """n_grid: grid points (ratios) per mapping; duo_scaling: weight magnitudes join the
     activation ones (llmcompressor's default); loss_windows: calibration windows whose
     self_attn / mlp outputs enter the grid-search loss (None: all). Activation means and the
-    X^T X of Linear parents always use every window."""
+    X^T X of Linear parents always use every window. clip: after folding, clamp each
+    quantized balance Linear's weights (q/k excepted, as AutoAWQ) per (row, group) to the
+    shrunk max that minimizes that group's output error (qrt.quantize.awq_clip); with
+    rounding="rtn"."""
 
     n_grid: int = 20
     duo_scaling: bool = True
     loss_windows: int | None = None
+    clip: bool = False  # AutoAWQ's clipping search after the scales (llmcompressor has none)
 
     def __post_init__(self):
         if not (isinstance(self.n_grid, int) and self.n_grid >= 2):
@@ -83,12 +88,12 @@ class _MappingStats:
     def __init__(self):
         self.abs_sum, self.count, self.calls, self.windows, self.gram = None, 0, [], 0, None
 
-    def add_input(self, x: torch.Tensor, linear_parent: bool) -> None:
+    def add_input(self, x: torch.Tensor, gram: bool) -> None:
         x2 = x.detach().reshape(-1, x.shape[-1]).float()
         s = x2.abs().sum(dim=0)
         self.abs_sum = s if self.abs_sum is None else self.abs_sum + s
         self.count += x2.shape[0]
-        if linear_parent:
+        if gram:
             g = x2.T @ x2
             self.gram = g if self.gram is None else self.gram + g
 
@@ -109,7 +114,7 @@ class AWQ(BlockTransform):
         for m, st in self._stats.items():
             linear_parent = isinstance(block.get_submodule(m.parent), nn.Linear)
             self._handles.append(block.get_submodule(m.balance[0]).register_forward_pre_hook(
-                (lambda st, lp: lambda mod, args: st.add_input(args[0], lp))(st, linear_parent)))
+                (lambda st, g: lambda mod, args: st.add_input(args[0], g))(st, linear_parent or self.config.clip)))
             if not linear_parent:
                 self._handles.append(block.get_submodule(m.parent).register_forward_pre_hook(
                     (lambda st: lambda mod, args, kwargs: self._cache_call(st, args, kwargs))(st), with_kwargs=True))
@@ -127,14 +132,20 @@ class AWQ(BlockTransform):
         (relative to the block): the layer's QuantScheme} for the Linears that get quantized.
         -> {balance name: s}: their inputs are now x / s."""
         self.stop()
-        scaled = {}
+        scaled, grams = {}, {}
         for m, st in self._stats.items():
             if not any(b in schemes for b in m.balance):
                 continue  # nothing in this mapping is quantized
             s = self.best_scales(block, m, st, schemes)
             fold_scales(block, m, s, self.norm_offset)
             scaled.update({b: s for b in m.balance})
+            if self.config.clip:  # the balance inputs are now x / s: X^T X -> S^-1 X^T X S^-1
+                grams.update({b: st.gram / (s[:, None] * s[None, :]) for b in m.balance})
         self._stats = {}
+        for b, gram in grams.items():  # AutoAWQ clips after every scale is applied
+            if schemes.get(b) is not None and not b.rsplit(".", 1)[-1].startswith(("q_", "k_")):
+                lin = block.get_submodule(b)
+                lin.weight.copy_(clip_weights(lin.weight, gram, schemes[b]).to(lin.weight.dtype))
         return scaled
 
     def best_scales(self, block: nn.Module, m: ScaleMapping, st: _MappingStats, schemes: dict) -> torch.Tensor:
@@ -147,12 +158,13 @@ class AWQ(BlockTransform):
         w_mean = weight_means(balance, layer_schemes) if self.config.duo_scaling else None
         orig = [b.weight.detach().clone() for b in balance]
         parent = block.get_submodule(m.parent)
-        reference = None if st.gram is not None else _run_calls(parent, st.calls)
+        linear_parent = isinstance(parent, nn.Linear)
+        reference = None if linear_parent else _run_calls(parent, st.calls)
         best, best_loss = None, float("inf")
         try:
             for ratio, duo in self.config.grid():
                 s = candidate_scales(x_mean, w_mean, ratio, duo)
-                if st.gram is not None:  # a Linear parent: the loss from X^T X
+                if linear_parent:  # the loss from X^T X
                     dw = _scaled_fake_quant(orig[0], s, layer_schemes[0]) - orig[0].float()
                     loss = ((dw @ st.gram) * dw).sum().item() / (st.count * dw.shape[0])
                 else:

@@ -177,13 +177,16 @@ def quantize_block(block: nn.Module, prefix: str, linears: dict[str, tuple[nn.Li
             hessians.rescale_inputs({rel[r]: s for r, s in scaled.items() if r in rel})
     for name, (_, scheme) in linears.items():
         linear = block.get_submodule(name[len(prefix) + 1:])
-        if hessians is not None:
-            qw = gptq_quantize_weight(linear.weight, hessians.hessian(name), scheme, name=name, **gptq_kwargs)
+        if scheme.is_float:  # FP8 / FP4: round to nearest (gptq_quantize_model refuses GPTQ for them)
+            layer = QuantLinear.from_linear(linear, scheme)
         else:
-            qw = quantize_weight(linear.weight.detach(), scheme)
-        bias = None if linear.bias is None else linear.bias.detach()
-        layer = QuantLinear.from_quantized(qw, scheme, bias=bias, dtype=linear.weight.dtype)
-        if scheme.activations is None:
+            if hessians is not None:
+                qw = gptq_quantize_weight(linear.weight, hessians.hessian(name), scheme, name=name, **gptq_kwargs)
+            else:
+                qw = quantize_weight(linear.weight.detach(), scheme)
+            bias = None if linear.bias is None else linear.bias.detach()
+            layer = QuantLinear.from_quantized(qw, scheme, bias=bias, dtype=linear.weight.dtype)
+        if scheme.activations is None and not scheme.is_float:
             # the next block calibrates on these outputs: compute them in the model's own
             # dtype (the CPU packed kernels would round to bf16), as llmcompressor does
             layer.finalize(backend="dense")
@@ -217,11 +220,12 @@ def gptq_quantize_model(model: nn.Module, tokenizer, scheme: "str | QuantScheme"
     transform). transform: a per-block SmoothQuant or AWQ (qrt.quantize.smoothquant/awq)
     folded before the weights are rounded; see quantize_block.
     """
-    if resolve_scheme(scheme).is_float:
-        raise ValueError(f"scheme {scheme!r}: GPTQ for float (FP8/FP4) weights is not implemented; "
-                         "use round-to-nearest (qrt.quantize_model, --method rtn)")
     if rounding not in ("gptq", "rtn"):
         raise ValueError(f"rounding must be 'gptq' or 'rtn', found {rounding!r}")
+    if resolve_scheme(scheme).is_float and rounding == "gptq":
+        raise ValueError(f"scheme {scheme!r}: GPTQ for float (FP8/FP4) weights is not implemented; "
+                         "use round-to-nearest (qrt.quantize_model, --method rtn, or rounding='rtn' "
+                         "behind a SmoothQuant/AWQ transform)")
     actorder = _normalize_actorder(actorder) if rounding == "gptq" else None
     scheme = resolve_scheme(scheme).replace(actorder=actorder)
     ctx = model_context(model)

@@ -163,3 +163,56 @@ def test_cli_refuses_smooth_without_gptq(tiny_lm_dir, tmp_path):
     from qrt.cli import main
     with pytest.raises(SystemExit, match="composes with --method gptq"):
         main(["quantize", str(tiny_lm_dir), "--smooth", "awq", "--out", str(tmp_path / "x")])
+
+
+
+def test_smoothquant_in_front_of_fp8_rounds_to_nearest(tiny_lm_dir):
+    """SmoothQuant's fold is format-agnostic: with rounding="rtn" the driver takes float
+    schemes (FP8 W8A8) and the folded model computes the fp function up to fp8 noise;
+    GPTQ rounding of a float scheme is still refused."""
+    from qrt.runtime.linear import QuantLinear
+
+    def fresh():
+        m = AutoModelForCausalLM.from_pretrained(tiny_lm_dir, dtype=torch.float32)
+        outlier_inputs(m)
+        return m
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    fp, ids = fresh(), torch.randint(0, 256, (2, 16))
+    with pytest.raises(ValueError, match="GPTQ for float"):
+        gptq_quantize_model(fresh(), tok, "fp8", nsamples=4, seqlen=32, progress=False, rounding="gptq")
+    model = fresh()
+    sq = gptq_quantize_model(model, tok, "fp8", nsamples=4, seqlen=32, progress=False,
+                             transform=SmoothQuant(model, SmoothQuantConfig(alpha=0.5)), rounding="rtn")
+    layers = [m for m in sq.modules() if isinstance(m, QuantLinear)]
+    assert layers and all(m.scheme.is_float and m.scheme.activations is not None for m in layers)
+    rtn = quantize_model(fresh(), "fp8", progress=False)
+    with torch.no_grad():
+        ref = fp(ids).logits
+        err, rtn_err = [((m(ids).logits - ref).norm() / ref.norm()).item() for m in (sq, rtn)]
+    # a lost fold leaves the norm outputs off by the scales themselves (error ~1); with the
+    # fold the error is fp8 rounding noise of RTN's size
+    assert err <= 1.5 * rtn_err, f"relative logit error {err:.4f} vs fp8 RTN {rtn_err:.4f}"
+
+
+def test_awq_clip_in_the_driver_clamps_balance_weights_but_not_q_k(tiny_lm_dir):
+    """clip=True: the balance weights (q/k excepted, as AutoAWQ) are clamped before round to
+    nearest. Block 0 sees the same inputs with and without clipping, so the same AWQ scales
+    win there: its q/k scales are unchanged, the clipped layers' ranges only shrink."""
+    from qrt.runtime.linear import QuantLinear
+    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    models = []
+    for clip in (False, True):
+        m = AutoModelForCausalLM.from_pretrained(tiny_lm_dir, dtype=torch.float32)
+        outlier_inputs(m)
+        gptq_quantize_model(m, tok, "w4a16-g32", nsamples=4, seqlen=32, progress=False,
+                            transform=AWQ(m, AWQConfig(n_grid=6, clip=clip)), rounding="rtn")
+        models.append(m)
+    plain, clipped = ({n: mod.qweight().scale.float() for n, mod in m.model.layers[0].named_modules()
+                       if isinstance(mod, QuantLinear)} for m in models)
+    for n in plain:
+        if n.endswith(("q_proj", "k_proj")):
+            torch.testing.assert_close(clipped[n], plain[n], rtol=0, atol=0, msg=n)
+        else:  # 16-bit scales: allow their rounding
+            assert (clipped[n] <= plain[n] * (1 + 2 ** -10)).all(), n
+    assert any(not torch.equal(plain[n], clipped[n]) for n in plain)  # something was clipped
