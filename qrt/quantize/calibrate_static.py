@@ -15,7 +15,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from qrt.quantize.observers import Observer, ObserverConfig, make_observer
+from qrt.runtime.backends import choose_backend, usable_backends
 from qrt.runtime.linear import QuantLinear
+
+# int8-activation backends whose output is rounded (int8pack_a8: bfloat16) -> the exact one
+# calibration runs instead, so later layers observe what the int32 math gives
+ROUNDING_A8_BACKENDS = {"int8pack_a8": "int_mm"}
 
 
 def static_layers(model: nn.Module) -> dict[str, QuantLinear]:
@@ -41,6 +46,22 @@ def _run_batch(model: nn.Module, batch) -> None:
         model(batch)
 
 
+def _exact_a8_backends(model: nn.Module) -> list[tuple[QuantLinear, str | None]]:
+    """Put int8-activation layers that run a rounding backend on the exact one for calibration
+    (as GPTQ calibrates weight-only blocks on the dense backend); returns (layer, its backend
+    choice) to restore."""
+    switched = []
+    for m in model.modules():
+        if not isinstance(m, QuantLinear) or m.scheme.activations is None:
+            continue
+        choice = getattr(m, "_backend_choice", None)  # what forward would build (lazily) or has built
+        exact = ROUNDING_A8_BACKENDS.get(choose_backend(m, choice).name)
+        if exact is not None and exact in usable_backends(m):
+            switched.append((m, choice))
+            m.finalize(backend=exact)
+    return switched
+
+
 @torch.no_grad()
 def calibrate_input_scales(model: nn.Module, batches: Iterable,
                            observer: "str | ObserverConfig | None" = None,
@@ -62,12 +83,15 @@ def calibrate_input_scales(model: nn.Module, batches: Iterable,
     handles = [m.register_forward_pre_hook(_observe_hook(observers[name])) for name, m in layers.items()]
     was_training = model.training
     model.eval()
+    switched = _exact_a8_backends(model)
     try:
         for batch in tqdm(batches, desc="calibrating input scales", disable=not progress):
             _run_batch(model, batch)
     finally:
         for h in handles:
             h.remove()
+        for layer, choice in switched:  # back to the backend each layer had
+            layer.finalize(backend=choice)
         model.train(was_training)
     missed = [name for name, obs in observers.items() if obs.batches == 0]
     if missed:
