@@ -91,6 +91,10 @@ CONFIGS.update({
     "fp8-w-rtn": ("rtn", "fp8-w", None),
     "fp8-sq-rtn": ("sq", "fp8", None, {"rounding": "rtn"}),
     "fp8-sq-rtn-n32": ("sq", "fp8", None, {"rounding": "rtn", "nsamples": 32}),
+    # GPTQ with an FP8 quantizer (RTN's per-channel scales, act order as the int rows)
+    "fp8-gptq-act": ("gptq", "fp8", "weight"),
+    "fp8-w-gptq-act": ("gptq", "fp8-w", "weight"),
+    "fp8-sq-gptq-act": ("sq", "fp8", "weight", {"rounding": "gptq"}),
 })
 TRANSFORM_KEYS = {"sq": ("alpha", "mappings"), "awq": ("n_grid", "duo_scaling", "loss_windows", "clip")}
 

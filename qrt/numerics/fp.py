@@ -52,8 +52,13 @@ def quantize_fp8(w: torch.Tensor, per_channel: bool = True,
     scale = (amax / FP8_E4M3_MAX).to(scale_dtype)
     scale = torch.where(scale > 0, scale, torch.full_like(scale, torch.finfo(scale_dtype).tiny))
     s = scale.float() if per_channel else scale.float().reshape(1, 1)
-    q = (wf / s).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX).to(torch.float8_e4m3fn)
-    return FloatQuantizedWeight(q, scale.contiguous())
+    return FloatQuantizedWeight(fp8_codes(wf, s), scale.contiguous())
+
+
+def fp8_codes(w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """w / scale (float32, scale broadcast against w), saturated at ±448, rounded to the
+    nearest e4m3 value (ties to even): the one FP8 rounding RTN and GPTQ share."""
+    return (w.float() / scale).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX).to(torch.float8_e4m3fn)
 
 
 def e2m1_codes(x: torch.Tensor) -> torch.Tensor:

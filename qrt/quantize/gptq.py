@@ -75,6 +75,8 @@ class _ColumnQuantizer:
     """Per-column qparams in processing order: scale/zero [out, in] float32, filled either
     up front (static) or group by group as the sweep reaches each group's first column."""
 
+    code_dtype = torch.int8
+
     def __init__(self, scheme: QuantScheme, out_f: int, in_f: int, weight_dtype: torch.dtype, device):
         self.scheme, self.weight_dtype = scheme, weight_dtype
         self.scale_dtype = scheme.scale_torch_dtype(weight_dtype)
@@ -137,7 +139,7 @@ def _current_columns(W: torch.Tensor, W1: torch.Tensor, err1: torch.Tensor, U: t
 
 
 @contextlib.contextmanager
-def _single_thread(device: torch.device):
+def single_thread(device: torch.device):
     """The sweep is a long chain of tiny ops; on CPU, intra-op threads only add fork/join
     overhead, which explodes when the cores are shared (measured 25x slower on 2 busy cores)."""
     if device.type != "cpu":
@@ -151,13 +153,14 @@ def _single_thread(device: torch.device):
         torch.set_num_threads(n)
 
 
-def _gptq_sweep(W: torch.Tensor, U: torch.Tensor, quant: _ColumnQuantizer, block_size: int,
+def gptq_sweep(W: torch.Tensor, U: torch.Tensor, quant: _ColumnQuantizer, block_size: int,
                 dynamic_groups: bool, mask: torch.Tensor | None) -> torch.Tensor:
     """The column sweep over W [out, in] (processing order, float32, updated in place) with
-    the upper factor U [in, in]. Returns q int8 [out, in] in processing order."""
+    the upper factor U [in, in]. Returns the codes [out, in] (quant.code_dtype: int8, or
+    float8_e4m3fn for qrt.quantize.gptq_fp8) in processing order."""
     out_f, in_f = W.shape
     G = quant.group_size
-    Q = torch.empty(out_f, in_f, dtype=torch.int8, device=W.device)
+    Q = torch.empty(out_f, in_f, dtype=quant.code_dtype, device=W.device)
     for i1 in range(0, in_f, block_size):
         i2 = min(i1 + block_size, in_f)
         W1 = W[:, i1:i2].clone()
@@ -215,7 +218,7 @@ def gptq_quantize_weight(w: torch.Tensor, hessian: torch.Tensor, scheme: QuantSc
     """
     _check_args(w, hessian, scheme, block_size, percdamp, actorder, static_groups)
     static = scheme.strategy != "group" or actorder == "weight" or bool(static_groups)
-    with _single_thread(w.device):
+    with single_thread(w.device):
         qw = _gptq(w.detach(), hessian.detach(), scheme, block_size, percdamp, actorder, static)
     if qw is not None:
         return qw
@@ -230,8 +233,10 @@ def gptq_quantize_weight(w: torch.Tensor, hessian: torch.Tensor, scheme: QuantSc
     return qw
 
 
-def _gptq(w, hessian, scheme, block_size, percdamp, actorder, static) -> QuantizedWeight | None:
-    """The algorithm of gptq_quantize_weight; None when the Hessian cannot be factorized."""
+def prepare_sweep(w: torch.Tensor, hessian: torch.Tensor, percdamp: float, actorder: str | None):
+    """(W float32 [out, in] in processing order, dead columns zeroed; U the upper inverse-
+    Hessian factor; perm [in] or None; sparsity mask or None), or None when the Hessian
+    cannot be factorized. Shared by the integer and the FP8 (qrt.quantize.gptq_fp8) GPTQ."""
     W = w.to(torch.float32).clone()
     H = hessian.to(W.device, torch.float32).clone()
     zeros = W == 0
@@ -247,10 +252,19 @@ def _gptq(w, hessian, scheme, block_size, percdamp, actorder, static) -> Quantiz
     U = inverse_hessian_factor(H, percdamp)
     if U is None:
         return None
+    return W, U, perm, mask
+
+
+def _gptq(w, hessian, scheme, block_size, percdamp, actorder, static) -> QuantizedWeight | None:
+    """The algorithm of gptq_quantize_weight; None when the Hessian cannot be factorized."""
+    prepared = prepare_sweep(w, hessian, percdamp, actorder)
+    if prepared is None:
+        return None
+    W, U, perm, mask = prepared
     quant = _ColumnQuantizer(scheme, *W.shape, weight_dtype=w.dtype, device=W.device)
     if static:
         quant.set_static(w, perm)
-    Q = _gptq_sweep(W, U, quant, block_size, dynamic_groups=not static, mask=mask)
+    Q = gptq_sweep(W, U, quant, block_size, dynamic_groups=not static, mask=mask)
     scale, zero = quant.qparams()
     g_idx = None
     if perm is not None:

@@ -22,7 +22,9 @@ from qrt.data.windows import calibration_windows, model_context
 from qrt.formats.targets import set_submodule
 from qrt.numerics.quant import quantize_weight
 from qrt.quantize.gptq import HessianAccumulator, gptq_quantize_weight
+from qrt.quantize.gptq_fp8 import gptq_quantize_fp8_weight
 from qrt.quantize.plan import plan_layers, record_quantization
+from qrt.runtime.fp_linear import fill_float_buffers
 from qrt.runtime.linear import QuantLinear
 from qrt.schemes import QuantScheme, resolve_scheme
 
@@ -177,7 +179,15 @@ def quantize_block(block: nn.Module, prefix: str, linears: dict[str, tuple[nn.Li
             hessians.rescale_inputs({rel[r]: s for r, s in scaled.items() if r in rel})
     for name, (_, scheme) in linears.items():
         linear = block.get_submodule(name[len(prefix) + 1:])
-        if scheme.is_float:  # FP8 / FP4: round to nearest (gptq_quantize_model refuses GPTQ for them)
+        if scheme.is_float and hessians is not None:  # FP8 (gptq_quantize_model refuses FP4)
+            w = linear.weight.detach()
+            layer = QuantLinear(w.shape[1], w.shape[0], bias=linear.bias is not None, scheme=scheme,
+                                dtype=w.dtype, device=w.device)
+            fill_float_buffers(layer, gptq_quantize_fp8_weight(w, hessians.hessian(name), scheme, name=name,
+                                                               **gptq_kwargs))
+            if linear.bias is not None:
+                layer.bias.data.copy_(linear.bias.detach())
+        elif scheme.is_float:  # FP8 / FP4 round to nearest
             layer = QuantLinear.from_linear(linear, scheme)
         else:
             if hessians is not None:
@@ -222,16 +232,18 @@ def gptq_quantize_model(model: nn.Module, tokenizer, scheme: "str | QuantScheme"
     """
     if rounding not in ("gptq", "rtn"):
         raise ValueError(f"rounding must be 'gptq' or 'rtn', found {rounding!r}")
-    if resolve_scheme(scheme).is_float and rounding == "gptq":
-        raise ValueError(f"scheme {scheme!r}: GPTQ for float (FP8/FP4) weights is not implemented; "
+    is_float = resolve_scheme(scheme).is_float
+    if is_float and resolve_scheme(scheme).bits != 8 and rounding == "gptq":
+        raise ValueError(f"scheme {scheme!r}: GPTQ for FP4 weights is not implemented; "
                          "use round-to-nearest (qrt.quantize_model, --method rtn, or rounding='rtn' "
                          "behind a SmoothQuant/AWQ transform)")
     actorder = _normalize_actorder(actorder) if rounding == "gptq" else None
-    scheme = resolve_scheme(scheme).replace(actorder=actorder)
+    # FP8 keeps its scheme (and so its checkpoint) free of act-order: the order only steers the sweep
+    scheme = resolve_scheme(scheme) if is_float else resolve_scheme(scheme).replace(actorder=actorder)
     ctx = model_context(model)
     if ctx is not None and seqlen > ctx:
         raise ValueError(f"seqlen {seqlen} exceeds the model context of {ctx} tokens")
-    gptq_kwargs = dict(block_size=block_size, percdamp=percdamp, actorder=scheme.actorder,
+    gptq_kwargs = dict(block_size=block_size, percdamp=percdamp, actorder=actorder,
                        static_groups=static_groups)
     plan, adjusted, ignore, tied = plan_layers(model, scheme, targets, ignore, ragged_groups)
     blocks_name, blocks = decoder_blocks(model)
