@@ -8,22 +8,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from qrt.numerics.fp import dequantize_fp8, quantize_fp8
-from qrt.quantize.gptq import GPTQFallbackWarning, HessianAccumulator
+from qrt.quantize.gptq import GPTQFallbackWarning
 from qrt.quantize.gptq_fp8 import gptq_quantize_fp8_weight
 from qrt.schemes import resolve_scheme
+from test_gptq import hessian_of, make_mix  # the same correlated-input helpers as the integer GPTQ tests
 
 FP8_MAX = 448.0
-
-
-def make_mix(in_f: int) -> torch.Tensor:
-    """Correlated features with uneven scales, like LLM activations."""
-    return torch.randn(in_f, in_f) / in_f ** 0.5 * torch.logspace(0, -1, in_f)[:, None] + 0.1 * torch.eye(in_f)
-
-
-def hessian_of(x: torch.Tensor) -> torch.Tensor:
-    acc = HessianAccumulator(x.shape[1])
-    acc.add(x)
-    return acc.hessian()
 
 
 def output_error(x: torch.Tensor, w: torch.Tensor, qw) -> float:
