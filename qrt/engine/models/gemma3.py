@@ -42,18 +42,15 @@ class Gemma3ForCausalLM(LlamaForCausalLM):
     def __init__(self, hf_model: nn.Module, max_positions: int, lm_head: str = "model"):
         super().__init__(hf_model, max_positions, lm_head=lm_head)
         cfg = hf_model.config
-        self.layer_types = list(cfg.layer_types)
-        self.cos_sin = {t: self.rotary_table(hf_model.model.rotary_emb, max_positions, t)
-                        for t in sorted(set(self.layer_types))}
         self.ff_norms = [(rms_norm_fn(layer.pre_feedforward_layernorm), rms_norm_fn(layer.post_feedforward_layernorm))
                          for layer in self.layers]
         self.act = [layer.mlp.act_fn for layer in self.layers]
         self.softcap = getattr(cfg, "final_logit_softcapping", None)
 
-    def rotary_table(self, rotary_emb: nn.Module, max_positions: int, *args):
-        if not args:  # the base class's single table: Gemma-3 has one per layer type (built above)
-            return torch.empty(0), torch.empty(0)
-        return super().rotary_table(rotary_emb, max_positions, *args)
+    def init_rotary(self, rotary_emb: nn.Module, max_positions: int) -> None:
+        """One cos/sin table per layer type (local and global rope bases)."""
+        self.layer_types = list(self.config.layer_types)
+        self.cos_sin = {t: self.rotary_table(rotary_emb, max_positions, t) for t in sorted(set(self.layer_types))}
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
                 kv_caches: list[tuple[torch.Tensor, torch.Tensor]],

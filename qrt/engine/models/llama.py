@@ -121,7 +121,11 @@ class LlamaForCausalLM(nn.Module):
         emb = self.embed_tokens
         dtype = emb.dtype if isinstance(getattr(emb, "dtype", None), torch.dtype) else emb.weight.dtype
         self.dtype = dtype
-        cos, sin = self.rotary_table(inner.rotary_emb, max_positions)
+        self.init_rotary(inner.rotary_emb, max_positions)
+
+    def init_rotary(self, rotary_emb: nn.Module, max_positions: int) -> None:
+        """The cos/sin tables forward indexes by position (one table for the Llama family)."""
+        cos, sin = self.rotary_table(rotary_emb, max_positions)
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
 
