@@ -24,79 +24,11 @@ import time
 from pathlib import Path
 
 import torch
+from quality_configs import CONFIGS, CONFIGS_METHOD, TRANSFORM_KEYS
 
 ROOT = Path(__file__).resolve().parent
 RUNS = ROOT / "results" / "quality_runs"
 OUT = ROOT / "results" / "quality_smollm2.json"
-
-# name: (method, scheme, actorder[, extra gptq_quantize_model kwargs]); method fp | rtn | gptq | llmc
-CONFIGS = {
-    "fp32": ("fp", None, None),
-    "w8a16-rtn": ("rtn", "w8a16", None),
-    "w8a8-rtn": ("rtn", "w8a8", None),
-    "w8a8-gptq-act": ("gptq", "w8a8", "weight"),
-    "w4a8-rtn": ("rtn", "w4a8", None),
-    "w4a16-g128-rtn": ("rtn", "w4a16", None),
-    "w4a16-g128-gptq": ("gptq", "w4a16", None),
-    "w4a16-g128-gptq-act": ("gptq", "w4a16", "weight"),
-    "w4a16-g128-llmc-act": ("llmc", "w4a16", "weight"),
-    "w4a16-g128-llmc": ("llmc", "w4a16", None),
-    # llmcompressor's exact settings: it keeps float32 scales (qrt writes 16-bit ones)
-    "w4a16-g128-gptq-act-fp32scale": ("gptq", "w4a16", "weight", {"scale_dtype": "float32"}),
-    "w4a16-g128-gptq-static-fp32scale": ("gptq", "w4a16", None, {"scale_dtype": "float32", "static_groups": True}),
-    "w4a16-g64-rtn": ("rtn", "w4a16-g64", None),
-    "w4a16-g64-gptq": ("gptq", "w4a16-g64", None),
-    "w4a16-g64-gptq-act": ("gptq", "w4a16-g64", "weight"),
-    "w3a16-g64-rtn": ("rtn", "w3a16", None),
-    "w3a16-g64-gptq-act": ("gptq", "w3a16", "weight"),
-    "w2a16-g64-gptq-act": ("gptq", "w2a16", "weight"),
-    # true 128-column groups (SmolLM2's 576-wide inputs end in a ragged 64-column group; qrt-only files)
-    "w4a16-g128ragged-rtn": ("rtn", "w4a16", None, {"ragged_groups": True}),
-    "w4a16-g128ragged-gptq-act": ("gptq", "w4a16", "weight", {"ragged_groups": True}),
-    # run-to-run spread of GPTQ: the same config calibrated on other windows of the same text
-    "w4a16-g128-gptq-act-seed1": ("gptq", "w4a16", "weight", {"seed": 1}),
-    # activation-aware scales folded before rounding (qrt.quantize.smoothquant / awq)
-    "w8a8-sq-rtn": ("sq", "w8a8", None, {"rounding": "rtn"}),
-    "w8a8-sq-gptq-act": ("sq", "w8a8", "weight", {"rounding": "gptq"}),
-    "w4a16-g128-awq-rtn": ("awq", "w4a16", None, {"rounding": "rtn"}),
-    "w4a16-g128-awq-gptq-act": ("awq", "w4a16", "weight", {"rounding": "gptq"}),
-    # cheaper AWQ for the shared 2-core box: 32 calibration windows, 4 of them in the grid loss
-    "w4a16-g128-awq-rtn-n32": ("awq", "w4a16", None, {"rounding": "rtn", "nsamples": 32, "loss_windows": 4}),
-    "w4a16-g128-awq-clip-rtn-n32": ("awq", "w4a16", None, {"rounding": "rtn", "nsamples": 32, "loss_windows": 4,
-                                                            "clip": True}),
-    "w4a16-g128-awq-clip-gptq-act-n32": ("awq", "w4a16", "weight", {"rounding": "gptq", "nsamples": 32,
-                                                                     "loss_windows": 4, "clip": True}),
-    "w4a16-g128-awq-gptq-act-n32": ("awq", "w4a16", "weight", {"rounding": "gptq", "nsamples": 32,
-                                                                "loss_windows": 4}),
-}
-# SmoothQuant sweep on a quarter of the calibration (ranges only; picks alpha and mappings)
-CONFIGS.update({f"w8a8-sq-rtn-n32-a{a}-{m}": ("sq", "w8a8", None, {"rounding": "rtn", "nsamples": 32, "alpha": a,
-                                                                    "mappings": m})
-                for a in (0.5, 0.65, 0.8) for m in ("norms", "all")})
-CONFIGS.update({
-    # like-for-like with llmcompressor's AWQModifier: 32 windows, every window in the grid loss, fp32 scales
-    "w4a16-g128-awq-rtn-n32all-fp32scale": ("awq", "w4a16", None, {"rounding": "rtn", "nsamples": 32,
-                                                                    "scale_dtype": "float32"}),
-    "w4a16-g128-llmc-awq-rtn-n32": ("llmc-awq", "w4a16", None, {"nsamples": 32}),
-    # the same pair on 8 x 512 calibration tokens (what the loaded shared box allowed)
-    "w4a16-g128-awq-rtn-n8all-fp32scale": ("awq", "w4a16", None, {"rounding": "rtn", "nsamples": 8,
-                                                                   "scale_dtype": "float32"}),
-    "w4a16-g128-llmc-awq-rtn-n8": ("llmc-awq", "w4a16", None, {"nsamples": 8}),
-    "w4a16-g128-llmc-awq-gptq-act-n32": ("llmc-awq", "w4a16", "weight", {"nsamples": 32, "rounding": "gptq"}),
-    # llmcompressor's SmoothQuantModifier + its round to nearest / GPTQ, W8A8 (per-token int8 activations)
-    "w8a8-llmc-sq-rtn": ("llmc-sq", "w8a8", None, {"alpha": 0.5}),
-    "w8a8-llmc-sq-gptq-act": ("llmc-sq", "w8a8", "weight", {"alpha": 0.5, "rounding": "gptq"}),
-    # SmoothQuant in front of FP8 W8A8 (issue 15's +1% target); the weights round to nearest
-    "fp8-rtn": ("rtn", "fp8", None),
-    "fp8-w-rtn": ("rtn", "fp8-w", None),
-    "fp8-sq-rtn": ("sq", "fp8", None, {"rounding": "rtn"}),
-    "fp8-sq-rtn-n32": ("sq", "fp8", None, {"rounding": "rtn", "nsamples": 32}),
-    # GPTQ with an FP8 quantizer (RTN's per-channel scales, act order as the int rows)
-    "fp8-gptq-act": ("gptq", "fp8", "weight"),
-    "fp8-w-gptq-act": ("gptq", "fp8-w", "weight"),
-    "fp8-sq-gptq-act": ("sq", "fp8", "weight", {"rounding": "gptq"}),
-})
-TRANSFORM_KEYS = {"sq": ("alpha", "mappings"), "awq": ("n_grid", "duo_scaling", "loss_windows", "clip")}
 
 
 def hardware() -> dict:
@@ -170,7 +102,6 @@ def llmc_smooth(model, tok, model_dir, method: str, scheme_name, actorder, extra
     return load_quantized(tmp / "ckpt", device="cpu", dtype=torch.float32, progress=False), seconds
 
 
-CONFIGS_METHOD = {"llmc-awq": "awq", "llmc-sq": "smoothquant"}
 
 
 def quantize(name: str, model, tok, model_dir, args) -> dict:
@@ -189,8 +120,9 @@ def quantize(name: str, model, tok, model_dir, args) -> dict:
         gptq_quantize_model(model, tok, scheme, nsamples=args.nsamples, seqlen=args.seqlen, actorder=actorder,
                             **extra)
     elif method in TRANSFORM_KEYS:
+        transform = make_transform(method, model, extra)
         gptq_quantize_model(model, tok, scheme, nsamples=extra.pop("nsamples", args.nsamples), seqlen=args.seqlen,
-                            actorder=actorder, transform=make_transform(method, model, extra), **extra)
+                            actorder=actorder, transform=transform, clip=extra.pop("gptq_clip", False), **extra)
     elif method == "llmc":
         return {"quantize_seconds": llmc_quantize(model, tok, model_dir, scheme, actorder, args),
                 "quantize_cpu_seconds": None}

@@ -30,6 +30,7 @@ import torch
 
 from qrt.numerics.quant import QuantizedWeight, check_finite, compute_qparams, expand_groups
 from qrt.numerics.quant import quantize_weight as rtn_quantize_weight
+from qrt.quantize.awq_clip import clip_weights
 from qrt.schemes import ACTORDERS, QuantScheme
 
 SPARSITY_THRESHOLD = 0.05  # >= 5% exact zeros: treat the weight as pruned, keep its zeros
@@ -207,8 +208,15 @@ def _check_args(w, hessian, scheme, block_size, percdamp, actorder, static_group
 
 def gptq_quantize_weight(w: torch.Tensor, hessian: torch.Tensor, scheme: QuantScheme, *,
                          block_size: int = 128, percdamp: float = 0.01, actorder: str | None = None,
-                         static_groups: bool | None = None, name: str = "layer") -> QuantizedWeight:
+                         static_groups: bool | None = None, name: str = "layer",
+                         clip: bool = False) -> QuantizedWeight:
     """GPTQ of one weight w [out, in] given its input Hessian [in, in] (2 X^T X / n).
+
+    clip: take the static qparams from the weights clamped per (row, group) to the shrunk
+    range with the least output error under H (qrt.quantize.awq_clip, AWQ's clipping search
+    with H as the Gram matrix); the sweep still rounds the original weights, so GPTQ's error
+    feedback carries what the clamp cuts off. Needs static qparams (actorder "weight",
+    static_groups, or per-channel); symmetric integer schemes only.
 
     Returns q int8 [out, in] (original column order), scale [out, n_groups] in the scheme's
     scale dtype (else w's), zero [out, n_groups] or None, and g_idx int32 [in] for
@@ -218,8 +226,13 @@ def gptq_quantize_weight(w: torch.Tensor, hessian: torch.Tensor, scheme: QuantSc
     """
     _check_args(w, hessian, scheme, block_size, percdamp, actorder, static_groups)
     static = scheme.strategy != "group" or actorder == "weight" or bool(static_groups)
+    if clip and not (static and scheme.symmetric and not scheme.is_float and scheme.strategy != "tensor"):
+        raise ValueError(f"GPTQ clip needs static per-channel or per-group qparams of a symmetric integer scheme "
+                         f"(actorder 'weight' or static_groups); {name} has {scheme.bits}-bit "
+                         f"{'sym' if scheme.symmetric else 'asym'} {scheme.strategy} weights, actorder {actorder!r}, "
+                         f"static_groups {static_groups!r}")
     with single_thread(w.device):
-        qw = _gptq(w.detach(), hessian.detach(), scheme, block_size, percdamp, actorder, static)
+        qw = _gptq(w.detach(), hessian.detach(), scheme, block_size, percdamp, actorder, static, clip)
     if qw is not None:
         return qw
     warnings.warn(f"GPTQ: the Hessian of {name} is not positive definite after dampening "
@@ -255,7 +268,7 @@ def prepare_sweep(w: torch.Tensor, hessian: torch.Tensor, percdamp: float, actor
     return W, U, perm, mask
 
 
-def _gptq(w, hessian, scheme, block_size, percdamp, actorder, static) -> QuantizedWeight | None:
+def _gptq(w, hessian, scheme, block_size, percdamp, actorder, static, clip=False) -> QuantizedWeight | None:
     """The algorithm of gptq_quantize_weight; None when the Hessian cannot be factorized."""
     prepared = prepare_sweep(w, hessian, percdamp, actorder)
     if prepared is None:
@@ -263,7 +276,7 @@ def _gptq(w, hessian, scheme, block_size, percdamp, actorder, static) -> Quantiz
     W, U, perm, mask = prepared
     quant = _ColumnQuantizer(scheme, *W.shape, weight_dtype=w.dtype, device=W.device)
     if static:
-        quant.set_static(w, perm)
+        quant.set_static(clip_weights(w, hessian, scheme).to(w.dtype) if clip else w, perm)
     Q = gptq_sweep(W, U, quant, block_size, dynamic_groups=not static, mask=mask)
     scale, zero = quant.qparams()
     g_idx = None

@@ -217,7 +217,8 @@ def gptq_quantize_model(model: nn.Module, tokenizer, scheme: "str | QuantScheme"
                         block_size: int = 128, ignore: Sequence[str] = ("lm_head",),
                         targets: Sequence[str] = ("Linear",), static_groups: bool | None = None,
                         seed: int = 0, batch_size: int = 8, device=None, ragged_groups: bool = False,
-                        progress: bool = True, transform=None, rounding: str = "gptq") -> nn.Module:
+                        progress: bool = True, transform=None, rounding: str = "gptq",
+                        clip: bool = False) -> nn.Module:
     """GPTQ every target Linear of a decoder-only model in place (block by block); returns
     it with QuantLinear layers and a `qrt_quantization` record, ready for save_quantized.
 
@@ -228,7 +229,8 @@ def gptq_quantize_model(model: nn.Module, tokenizer, scheme: "str | QuantScheme"
     in_features is reduced unless ragged_groups). Targeted Linears outside the decoder blocks
     get round-to-nearest. rounding "rtn": round to nearest inside the blocks too (for a
     transform). transform: a per-block SmoothQuant or AWQ (qrt.quantize.smoothquant/awq)
-    folded before the weights are rounded; see quantize_block.
+    folded before the weights are rounded; see quantize_block. clip: GPTQ takes its static
+    qparams from Hessian-aware clipped weights (qrt.quantize.gptq.gptq_quantize_weight).
     """
     if rounding not in ("gptq", "rtn"):
         raise ValueError(f"rounding must be 'gptq' or 'rtn', found {rounding!r}")
@@ -237,6 +239,9 @@ def gptq_quantize_model(model: nn.Module, tokenizer, scheme: "str | QuantScheme"
         raise ValueError(f"scheme {scheme!r}: GPTQ for FP4 weights is not implemented; "
                          "use round-to-nearest (qrt.quantize_model, --method rtn, or rounding='rtn' "
                          "behind a SmoothQuant/AWQ transform)")
+    if clip and (rounding != "gptq" or is_float):
+        raise ValueError(f"clip is GPTQ's clipping search for integer schemes; found rounding={rounding!r}, "
+                         f"scheme {scheme!r} (for round to nearest use AWQ's clip: AWQConfig(clip=True))")
     actorder = _normalize_actorder(actorder) if rounding == "gptq" else None
     # FP8 keeps its scheme (and so its checkpoint) free of act-order: the order only steers the sweep
     scheme = resolve_scheme(scheme) if is_float else resolve_scheme(scheme).replace(actorder=actorder)
@@ -244,7 +249,7 @@ def gptq_quantize_model(model: nn.Module, tokenizer, scheme: "str | QuantScheme"
     if ctx is not None and seqlen > ctx:
         raise ValueError(f"seqlen {seqlen} exceeds the model context of {ctx} tokens")
     gptq_kwargs = dict(block_size=block_size, percdamp=percdamp, actorder=actorder,
-                       static_groups=static_groups)
+                       static_groups=static_groups, **({"clip": True} if clip else {}))
     plan, adjusted, ignore, tied = plan_layers(model, scheme, targets, ignore, ragged_groups)
     blocks_name, blocks = decoder_blocks(model)
     home = next(model.parameters()).device

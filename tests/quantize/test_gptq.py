@@ -50,9 +50,10 @@ def test_gptq_beats_rtn_on_held_out_inputs(rng_seed, name, actorder):
     assert gptq < rtn, f"seed {rng_seed}: GPTQ {gptq:.4f} >= RTN {rtn:.4f}"
 
 
-def reference_gptq(w, h, scheme, percdamp, perm=None, static=True):
+def reference_gptq(w, h, scheme, percdamp, perm=None, static=True, qparams_from=None):
     """Textbook GPTQ in float64: explicit H^-1, one column at a time, H^-1 downdated by
-    the Schur complement after each column (no Cholesky, no blocks). -> q int [out, in]."""
+    the Schur complement after each column (no Cholesky, no blocks). -> q int [out, in].
+    qparams_from: the weights static qparams are computed from (default w)."""
     W, H = w.double().clone(), h.double().clone()
     if perm is not None:
         W, H = W[:, perm], H[perm][:, perm]
@@ -65,7 +66,7 @@ def reference_gptq(w, h, scheme, percdamp, perm=None, static=True):
     G = scheme.effective_group_size(in_f)
     chan = scheme.replace(strategy="channel", group_size=None, actorder=None)
     if static:
-        scale, zero = compute_qparams(w, scheme)
+        scale, zero = compute_qparams(w if qparams_from is None else qparams_from, scheme)
         cols = torch.arange(in_f) if perm is None else perm
         s_all = scale.double()[:, cols // G]
         z_all = torch.zeros_like(s_all) if zero is None else zero.double()[:, cols // G]
@@ -174,6 +175,8 @@ def test_cholesky_failure_warns_and_falls_back_to_rtn(rng_seed):
     (dict(actorder="weight", static_groups=False), "must be static"),
     (dict(actorder="group", static_groups=True), "permuted order"),
     (dict(actorder="desc"), "actorder must be one of"),
+    (dict(clip=True), "GPTQ clip needs static"),  # dynamic groups: no up-front qparams to clip
+    (dict(clip=True, actorder="weight", scheme="w4a16-asym-g32"), "symmetric integer"),
     (dict(block_size=0), "block_size"),
     (dict(h_shape=(32, 32)), r"Hessian must be \[in, in\]"),
 ])
@@ -182,6 +185,32 @@ def test_bad_arguments_raise(kwargs, match):
     h = torch.eye(*kwargs.pop("h_shape", (64, 64)))
     with pytest.raises(ValueError, match=match):
         gptq_quantize_weight(torch.randn(8, 64), h, scheme, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["w4a16-g32", "w8a16"])
+def test_clip_takes_static_qparams_from_clipped_weights(rng_seed, name):
+    """GPTQ clip = the textbook sweep over the original weights with the qparams of
+    clip_weights(w, H) (AWQ's clipping search, tested on its own in test_awq_clip.py)."""
+    from qrt.quantize.awq_clip import clip_weights
+    scheme = resolve_scheme(name)
+    out_f, in_f = 32, 96
+    mix = make_mix(in_f)
+    w = torch.randn(out_f, in_f)
+    w[torch.rand(out_f, in_f) < 0.02] *= 6  # sparse outliers: clipping them pays off
+    h = hessian_of(correlated_inputs(1024, in_f, mix))
+    qw = gptq_quantize_weight(w, h, scheme, actorder="weight", clip=True)
+    clipped = clip_weights(w, h, scheme)
+    assert torch.equal(qw.scale, compute_qparams(clipped, scheme)[0])
+    if scheme.bits == 4:  # some group was clipped (8 bits per channel: rounding error too small to pay)
+        assert not torch.equal(qw.scale, compute_qparams(w, scheme)[0])
+    perm = torch.argsort(h.diagonal(), descending=True, stable=True)
+    ref = reference_gptq(w, h, scheme, 0.01, perm, True, qparams_from=clipped)
+    mismatch = (qw.q.long() != ref).float().mean().item()  # float32 vs float64, as above
+    assert mismatch <= 0.02, f"seed {rng_seed}: {mismatch:.2%} of the integers differ"
+    # error feedback still pays: GPTQ + clip beats round-to-nearest of the clipped weights
+    held_out = correlated_inputs(1024, in_f, mix)
+    rtn_clip = output_error(held_out, w, deq(quantize_weight(clipped, scheme), scheme, in_f))
+    assert output_error(held_out, w, deq(qw, scheme, in_f)) < rtn_clip
 
 
 def test_hessian_accumulator_is_two_xtx_over_rows(rng_seed):
