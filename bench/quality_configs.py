@@ -75,6 +75,11 @@ CONFIGS.update({
     "w4a16-g128-gptq-act-clip": ("gptq", "w4a16", "weight", {"clip": True}),
     "w4a16-g128-awq-gptq-act-clip": ("awq", "w4a16", "weight", {"rounding": "gptq", "gptq_clip": True,
                                                                  "loss_windows": 16}),
+    # SmoothQuant with alpha searched per mapping and block (SmoothQuantConfig.search), all mappings
+    "w8a8-sq-search-rtn": ("sq", "w8a8", None, {"rounding": "rtn", "mappings": "all", "search": True}),
+    "w8a8-sq-search-gptq-act": ("sq", "w8a8", "weight", {"rounding": "gptq", "mappings": "all", "search": True}),
+    "fp8-sq-search-rtn": ("sq", "fp8", None, {"rounding": "rtn", "mappings": "all", "search": True}),
+    "fp8-sq-search-gptq-act": ("sq", "fp8", "weight", {"rounding": "gptq", "mappings": "all", "search": True}),
 })
-TRANSFORM_KEYS = {"sq": ("alpha", "mappings"), "awq": ("n_grid", "duo_scaling", "loss_windows", "clip")}
+TRANSFORM_KEYS = {"sq": ("alpha", "mappings", "search", "grid", "loss_windows"), "awq": ("n_grid", "duo_scaling", "loss_windows", "clip")}
 CONFIGS_METHOD = {"llmc-awq": "awq", "llmc-sq": "smoothquant"}

@@ -123,6 +123,9 @@ def quantize(name: str, model, tok, model_dir, args) -> dict:
         transform = make_transform(method, model, extra)
         gptq_quantize_model(model, tok, scheme, nsamples=extra.pop("nsamples", args.nsamples), seqlen=args.seqlen,
                             actorder=actorder, transform=transform, clip=extra.pop("gptq_clip", False), **extra)
+        if getattr(transform, "chosen", None):  # SmoothQuant search: the alpha of each mapping
+            return {"quantize_seconds": time.time() - t0, "quantize_cpu_seconds": time.process_time() - cpu0,
+                    "sq_alphas": transform.chosen}
     elif method == "llmc":
         return {"quantize_seconds": llmc_quantize(model, tok, model_dir, scheme, actorder, args),
                 "quantize_cpu_seconds": None}

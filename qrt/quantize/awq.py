@@ -22,7 +22,7 @@ from torch import nn
 
 from qrt.numerics.quant import fake_quantize
 from qrt.quantize.awq_clip import clip_weights
-from qrt.quantize.mappings import BlockTransform, ScaleMapping, block_mappings, fold_scales
+from qrt.quantize.mappings import BlockTransform, ScaleMapping, block_mappings, fold_scales, output_mse, run_calls
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,7 @@ class AWQ(BlockTransform):
         orig = [b.weight.detach().clone() for b in balance]
         parent = block.get_submodule(m.parent)
         linear_parent = isinstance(parent, nn.Linear)
-        reference = None if linear_parent else _run_calls(parent, st.calls)
+        reference = None if linear_parent else run_calls(parent, st.calls)
         best, best_loss = None, float("inf")
         try:
             for ratio, duo in self.config.grid():
@@ -170,7 +170,7 @@ class AWQ(BlockTransform):
                 else:
                     for lin, w0, scheme in zip(balance, orig, layer_schemes):
                         lin.weight.copy_(_scaled_fake_quant(w0, s, scheme).to(w0.dtype))
-                    loss = _mse(reference, _run_calls(parent, st.calls))
+                    loss = output_mse(reference, run_calls(parent, st.calls))
                 if loss < best_loss:
                     best, best_loss = s, loss
         finally:
@@ -188,16 +188,3 @@ def _scaled_fake_quant(w: torch.Tensor, s: torch.Tensor, scheme) -> torch.Tensor
         return w.float()
     return fake_quantize(w.float() * s[None, :], scheme.replace(scale_dtype=scheme.scale_dtype or "float32")) \
         .float() / s[None, :]
-
-
-def _run_calls(module: nn.Module, calls) -> list[torch.Tensor]:
-    outs = []
-    for args, kwargs in calls:
-        out = module(*args, **kwargs)
-        outs.append(out[0] if isinstance(out, (tuple, list)) else out)
-    return outs
-
-
-def _mse(ref: list[torch.Tensor], got: list[torch.Tensor]) -> float:
-    num = sum(((a.float() - b.float()) ** 2).sum() for a, b in zip(ref, got))
-    return (num / sum(a.numel() for a in ref)).item()

@@ -145,3 +145,18 @@ class BlockTransform:
         for h in self._handles:
             h.remove()
         self._handles = []
+
+
+def run_calls(module: nn.Module, calls) -> list[torch.Tensor]:
+    """module(*args, **kwargs) for each cached (args, kwargs) call -> its (first) outputs."""
+    outs = []
+    for args, kwargs in calls:
+        out = module(*args, **kwargs)
+        outs.append(out[0] if isinstance(out, (tuple, list)) else out)
+    return outs
+
+
+def output_mse(ref: list[torch.Tensor], got: list[torch.Tensor]) -> float:
+    """Mean squared difference over every element of two lists of outputs."""
+    num = sum(((a.float() - b.float()) ** 2).sum() for a, b in zip(ref, got))
+    return (num / sum(a.numel() for a in ref)).item()
