@@ -41,6 +41,9 @@ def add_gptq_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--alpha", type=float, default=0.5, help="SmoothQuant migration strength (default: 0.5)")
     g.add_argument("--smooth-mappings", choices=["norms", "all"], default="norms",
                    help="SmoothQuant: norm -> q/k/v, gate/up (default) or also v -> o, up -> down")
+    g.add_argument("--smooth-search", action="store_true",
+                   help="SmoothQuant: pick alpha per mapping and block by the quantized output error "
+                        "(11-point grid, 8 calibration windows; --alpha is then unused)")
     g.add_argument("--awq-grid", type=int, default=20, help="AWQ grid points per mapping (default: 20)")
     g.add_argument("--awq-clip", action="store_true",
                    help="AWQ: also search per-group weight clipping (AutoAWQ's auto_clip; round to nearest only)")
@@ -53,6 +56,9 @@ def add_gptq_args(p: argparse.ArgumentParser) -> None:
                    help="calibration text file (default: the packaged WikiText-2 validation split)")
     g.add_argument("--nsamples", type=int, default=128, help="calibration windows (default: 128)")
     g.add_argument("--seqlen", type=int, default=512, help="tokens per calibration window (default: 512)")
+    g.add_argument("--gptq-clip", action="store_true",
+                   help="GPTQ: group scales from a Hessian-aware clipping search (symmetric integer schemes; "
+                        "--actorder weight)")
     g.add_argument("--percdamp", type=float, default=0.01, help="Hessian dampening (default: 0.01)")
     g.add_argument("--block-size", type=int, default=128, help="GPTQ lazy-update block (default: 128)")
     g.add_argument("--calib-device", default=None, help="device blocks are calibrated on (default: the model's)")
@@ -111,7 +117,8 @@ def make_transform(model, args):
     try:
         if smooth == "smoothquant":
             from qrt.quantize.smoothquant import SmoothQuant, SmoothQuantConfig
-            return SmoothQuant(model, SmoothQuantConfig(alpha=args.alpha, mappings=args.smooth_mappings))
+            return SmoothQuant(model, SmoothQuantConfig(alpha=args.alpha, mappings=args.smooth_mappings,
+                                                        search=args.smooth_search))
         if smooth == "awq":
             from qrt.quantize.awq import AWQ, AWQConfig
             return AWQ(model, AWQConfig(n_grid=args.awq_grid, loss_windows=args.awq_loss_windows, clip=args.awq_clip))
@@ -131,4 +138,4 @@ def run_gptq(model, tok, scheme, args) -> None:
                         actorder=args.actorder, percdamp=args.percdamp, block_size=args.block_size,
                         ignore=args.ignore, targets=args.targets, device=args.calib_device,
                         ragged_groups=args.ragged_groups, transform=make_transform(model, args),
-                        rounding="gptq" if args.method == "gptq" else "rtn")
+                        rounding="gptq" if args.method == "gptq" else "rtn", clip=args.gptq_clip)

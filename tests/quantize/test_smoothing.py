@@ -134,6 +134,9 @@ def test_hessian_rescale_matches_hessian_of_scaled_inputs():
 @pytest.mark.parametrize("args, fmt", [
     (["--scheme", "w4a16-g32", "--method", "awq", "--awq-grid", "4"], "pack-quantized"),
     (["--scheme", "w8a8", "--method", "gptq", "--smooth", "smoothquant", "--alpha", "0.6"], "int-quantized"),
+    (["--scheme", "w8a8", "--method", "smoothquant", "--smooth-mappings", "all", "--smooth-search"], "int-quantized"),
+    (["--scheme", "w4a16-g32", "--method", "gptq", "--smooth", "awq", "--awq-grid", "4", "--gptq-clip"],
+     "pack-quantized"),
 ])
 def test_cli_writes_plain_compressed_tensors(tiny_lm_dir, tmp_path, args, fmt):
     import json
