@@ -80,6 +80,11 @@ CONFIGS.update({
     "w8a8-sq-search-gptq-act": ("sq", "w8a8", "weight", {"rounding": "gptq", "mappings": "all", "search": True}),
     "fp8-sq-search-rtn": ("sq", "fp8", None, {"rounding": "rtn", "mappings": "all", "search": True}),
     "fp8-sq-search-gptq-act": ("sq", "fp8", "weight", {"rounding": "gptq", "mappings": "all", "search": True}),
+    # FP4 weight-only: round to nearest and GPTQ with an e2m1 quantizer on RTN's group scales
+    "nvfp4a16-rtn": ("rtn", "nvfp4a16", None),
+    "mxfp4a16-rtn": ("rtn", "mxfp4a16", None),
+    "nvfp4a16-gptq-act": ("gptq", "nvfp4a16", "weight"),
+    "mxfp4a16-gptq-act": ("gptq", "mxfp4a16", "weight"),
 })
 TRANSFORM_KEYS = {"sq": ("alpha", "mappings", "search", "grid", "loss_windows"), "awq": ("n_grid", "duo_scaling", "loss_windows", "clip")}
 CONFIGS_METHOD = {"llmc-awq": "awq", "llmc-sq": "smoothquant"}

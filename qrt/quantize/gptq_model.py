@@ -22,6 +22,7 @@ from qrt.data.windows import calibration_windows, model_context
 from qrt.formats.targets import set_submodule
 from qrt.numerics.quant import quantize_weight
 from qrt.quantize.gptq import HessianAccumulator, gptq_quantize_weight
+from qrt.quantize.gptq_fp4 import gptq_quantize_fp4_weight
 from qrt.quantize.gptq_fp8 import gptq_quantize_fp8_weight
 from qrt.quantize.plan import plan_layers, record_quantization
 from qrt.runtime.fp_linear import fill_float_buffers
@@ -179,12 +180,12 @@ def quantize_block(block: nn.Module, prefix: str, linears: dict[str, tuple[nn.Li
             hessians.rescale_inputs({rel[r]: s for r, s in scaled.items() if r in rel})
     for name, (_, scheme) in linears.items():
         linear = block.get_submodule(name[len(prefix) + 1:])
-        if scheme.is_float and hessians is not None:  # FP8 (gptq_quantize_model refuses FP4)
+        if scheme.is_float and hessians is not None:  # FP8 / FP4 GPTQ
             w = linear.weight.detach()
             layer = QuantLinear(w.shape[1], w.shape[0], bias=linear.bias is not None, scheme=scheme,
                                 dtype=w.dtype, device=w.device)
-            fill_float_buffers(layer, gptq_quantize_fp8_weight(w, hessians.hessian(name), scheme, name=name,
-                                                               **gptq_kwargs))
+            float_gptq = gptq_quantize_fp8_weight if scheme.bits == 8 else gptq_quantize_fp4_weight
+            fill_float_buffers(layer, float_gptq(w, hessians.hessian(name), scheme, name=name, **gptq_kwargs))
             if linear.bias is not None:
                 layer.bias.data.copy_(linear.bias.detach())
         elif scheme.is_float:  # FP8 / FP4 round to nearest
@@ -235,15 +236,11 @@ def gptq_quantize_model(model: nn.Module, tokenizer, scheme: "str | QuantScheme"
     if rounding not in ("gptq", "rtn"):
         raise ValueError(f"rounding must be 'gptq' or 'rtn', found {rounding!r}")
     is_float = resolve_scheme(scheme).is_float
-    if is_float and resolve_scheme(scheme).bits != 8 and rounding == "gptq":
-        raise ValueError(f"scheme {scheme!r}: GPTQ for FP4 weights is not implemented; "
-                         "use round-to-nearest (qrt.quantize_model, --method rtn, or rounding='rtn' "
-                         "behind a SmoothQuant/AWQ transform)")
     if clip and (rounding != "gptq" or is_float):
         raise ValueError(f"clip is GPTQ's clipping search for integer schemes; found rounding={rounding!r}, "
                          f"scheme {scheme!r} (for round to nearest use AWQ's clip: AWQConfig(clip=True))")
     actorder = _normalize_actorder(actorder) if rounding == "gptq" else None
-    # FP8 keeps its scheme (and so its checkpoint) free of act-order: the order only steers the sweep
+    # FP8 / FP4 keep their scheme (and so their checkpoint) free of act-order: the order only steers the sweep
     scheme = resolve_scheme(scheme) if is_float else resolve_scheme(scheme).replace(actorder=actorder)
     ctx = model_context(model)
     if ctx is not None and seqlen > ctx:

@@ -171,8 +171,8 @@ def test_cli_refuses_smooth_without_gptq(tiny_lm_dir, tmp_path):
 
 def test_smoothquant_in_front_of_fp8_rounds_to_nearest(tiny_lm_dir):
     """SmoothQuant's fold is format-agnostic: with rounding="rtn" the driver takes float
-    schemes (FP8 W8A8) and the folded model computes the fp function up to fp8 noise;
-    GPTQ rounding of an FP4 scheme is still refused (FP8 GPTQ: tests/quantize/test_gptq_fp8.py)."""
+    schemes (FP8 W8A8) and the folded model computes the fp function up to fp8 noise
+    (FP8 / FP4 GPTQ: tests/quantize/test_gptq_fp8.py, test_gptq_fp4.py)."""
     from qrt.runtime.linear import QuantLinear
 
     def fresh():
@@ -182,8 +182,6 @@ def test_smoothquant_in_front_of_fp8_rounds_to_nearest(tiny_lm_dir):
 
     tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
     fp, ids = fresh(), torch.randint(0, 256, (2, 16))
-    with pytest.raises(ValueError, match="GPTQ for FP4"):
-        gptq_quantize_model(fresh(), tok, "nvfp4a16", nsamples=4, seqlen=32, progress=False, rounding="gptq")
     model = fresh()
     sq = gptq_quantize_model(model, tok, "fp8", nsamples=4, seqlen=32, progress=False,
                              transform=SmoothQuant(model, SmoothQuantConfig(alpha=0.5)), rounding="rtn")
