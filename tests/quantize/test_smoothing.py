@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from qrt.data.text import EVAL_TEXT, read_text, resolve_text_path
+from qrt.data.windows import sample_windows
 from qrt.quantize.awq import AWQ, AWQConfig
 from qrt.quantize.gptq_model import BlockHessians, capture_block_inputs, decoder_blocks, gptq_quantize_model, run_block
 from qrt.quantize.mappings import block_mappings
@@ -151,15 +153,21 @@ def test_cli_writes_plain_compressed_tensors(tiny_lm_dir, tmp_path, args, fmt):
     fp = AutoModelForCausalLM.from_pretrained(tiny_lm_dir, dtype=torch.float32)
     rtn = quantize_model(AutoModelForCausalLM.from_pretrained(tiny_lm_dir, dtype=torch.float32),
                          args[1], progress=False)
-    ids = torch.randint(0, 256, (2, 16))
+    # held-out text of the calibration's kind (WikiText-2 test, fixed windows): random ids are
+    # out of the calibration's distribution, where GPTQ's and the clip's Hessians say nothing,
+    # and 2 x 16 of them made the ratio below swing from 1.2x to 1.55x with the global seed
+    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    text = read_text(resolve_text_path(None, EVAL_TEXT))[:20000]
+    ids = sample_windows(tok(text, return_tensors="pt").input_ids, 4, 64, seed=0)
     with torch.no_grad():
         ref = fp(ids).logits
         err, rtn_err = [((m(ids).logits - ref).norm() / ref.norm()).item() for m in (model, rtn)]
+    print(f"{args[3]}: relative logit error {err:.4f}, RTN {rtn_err:.4f}, ratio {err / rtn_err:.3f}")
     # the saved norms and weights hold the folded scales, so the checkpoint computes the fp
-    # function up to quantization noise, of the size of plain RTN's: measured 1.19x (AWQ) and
-    # 1.18x (SQ + GPTQ) on this random model, whose activations have no outlier channels for
-    # smoothing to win on; a lost fold would leave the norm outputs off by the scales themselves
-    assert err <= 1.5 * rtn_err, f"relative logit error {err:.3f} vs RTN {rtn_err:.3f}"
+    # function up to quantization noise, no more than plain RTN's: measured 0.96x (AWQ), 0.78x
+    # (SQ + GPTQ), 0.88x (SQ search), 0.62x (AWQ + GPTQ + clip) of RTN's error; the 1.1x bound
+    # leaves room for float op order only. A lost fold leaves the norm outputs off by the scales
+    assert err <= 1.1 * rtn_err, f"relative logit error {err:.3f} vs RTN {rtn_err:.3f}"
 
 
 def test_cli_refuses_smooth_without_gptq(tiny_lm_dir, tmp_path):
