@@ -22,7 +22,8 @@ from torch import nn
 
 from qrt.numerics.quant import fake_quantize
 from qrt.quantize.awq_clip import clip_weights
-from qrt.quantize.mappings import BlockTransform, ScaleMapping, block_mappings, fold_scales, output_mse, run_calls
+from qrt.quantize.mappings import (BlockTransform, ScaleMapping, block_mappings, cache_call, fold_scales, output_mse,
+                                   run_calls)
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class _MappingStats:
     parent, the Gram matrix X^T X of its inputs."""
 
     def __init__(self):
-        self.abs_sum, self.count, self.calls, self.windows, self.gram = None, 0, [], 0, None
+        self.abs_sum, self.count, self.calls, self.gram = None, 0, [], None
 
     def add_input(self, x: torch.Tensor, gram: bool) -> None:
         x2 = x.detach().reshape(-1, x.shape[-1]).float()
@@ -116,15 +117,9 @@ class AWQ(BlockTransform):
             self._handles.append(block.get_submodule(m.balance[0]).register_forward_pre_hook(
                 (lambda st, g: lambda mod, args: st.add_input(args[0], g))(st, linear_parent or self.config.clip)))
             if not linear_parent:
+                limit = self.config.loss_windows
                 self._handles.append(block.get_submodule(m.parent).register_forward_pre_hook(
-                    (lambda st: lambda mod, args, kwargs: self._cache_call(st, args, kwargs))(st), with_kwargs=True))
-
-    def _cache_call(self, st: _MappingStats, args, kwargs) -> None:
-        limit = self.config.loss_windows
-        if limit is None or st.windows < limit:
-            x = args[0] if args else next(iter(kwargs.values()))
-            st.calls.append((args, dict(kwargs)))
-            st.windows += x.shape[0] if x.ndim == 3 else 1
+                    (lambda c: lambda mod, args, kwargs: cache_call(c, args, kwargs, limit))(st.calls), with_kwargs=True))
 
     @torch.no_grad()
     def fold(self, block: nn.Module, schemes: dict) -> dict[str, torch.Tensor]:

@@ -147,6 +147,32 @@ class BlockTransform:
         self._handles = []
 
 
+def call_windows(args, kwargs) -> int:
+    """Calibration windows in one module call: the batch of its hidden states [b, seq, d]."""
+    x = args[0] if args else next(iter(kwargs.values()))
+    return x.shape[0] if x.ndim == 3 else 1
+
+
+def cache_call(calls: list, args, kwargs, limit: int | None) -> None:
+    """Append one (args, kwargs) module call to calls until they hold `limit` windows (None:
+    every call). The call that crosses the limit is cut to the windows still missing: its
+    hidden states and every tensor of 2+ dims whose first dim is that batch (masks, per-window
+    position tables) keep their first rows; a position table of batch 1 is shared as is."""
+    held = sum(call_windows(a, k) for a, k in calls)
+    if limit is not None and held >= limit:
+        return
+    b = call_windows(args, kwargs)
+    if limit is not None and held + b > limit:
+        keep = limit - held
+
+        def cut(t):
+            if isinstance(t, torch.Tensor):
+                return t[:keep] if t.ndim >= 2 and t.shape[0] == b else t
+            return type(t)(cut(u) for u in t) if isinstance(t, (tuple, list)) else t
+        args, kwargs = cut(tuple(args)), {k: cut(v) for k, v in kwargs.items()}
+    calls.append((args, dict(kwargs)))
+
+
 def run_calls(module: nn.Module, calls) -> list[torch.Tensor]:
     """module(*args, **kwargs) for each cached (args, kwargs) call -> its (first) outputs."""
     outs = []

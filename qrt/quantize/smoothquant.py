@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from qrt.formats.targets import set_submodule
-from qrt.quantize.mappings import BlockTransform, ScaleMapping, block_mappings, fold_scales, output_mse, run_calls
+from qrt.quantize.mappings import (BlockTransform, ScaleMapping, block_mappings, cache_call, fold_scales, output_mse,
+                                   run_calls)
 from qrt.runtime.linear import QuantLinear
 
 MIN_SCALE = 1e-5  # llmcompressor's MINIMUM_SMOOTHING_SCALE
@@ -111,13 +112,10 @@ class SmoothQuant(BlockTransform):
             hook = (lambda r: lambda mod, args: r.add(args[0]))(rng)
             self._handles.append(block.get_submodule(m.balance[0]).register_forward_pre_hook(hook))
         self._calls = {m: [] for m in self._mappings} if self.config.search else {}
+        limit = self.config.loss_windows
         for m, calls in self._calls.items():
             self._handles.append(block.get_submodule(m.parent).register_forward_pre_hook(
-                (lambda c: lambda mod, args, kwargs: self._cache_call(c, args, kwargs))(calls), with_kwargs=True))
-
-    def _cache_call(self, calls: list, args, kwargs) -> None:
-        if sum(a[0].shape[0] if a and a[0].ndim == 3 else 1 for a, _ in calls) < self.config.loss_windows:
-            calls.append((args, dict(kwargs)))
+                (lambda c: lambda mod, args, kwargs: cache_call(c, args, kwargs, limit))(calls), with_kwargs=True))
 
     @torch.no_grad()
     def fold(self, block: nn.Module, schemes: dict) -> dict[str, torch.Tensor]:

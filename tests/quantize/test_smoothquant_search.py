@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from qrt.quantize.gptq_model import capture_block_inputs, decoder_blocks, run_block
+from qrt.quantize.mappings import cache_call
 from qrt.quantize.plan import plan_layers
 from qrt.quantize.smoothquant import SmoothQuant, SmoothQuantConfig, smoothing_factors
 from qrt.schemes import resolve_scheme
@@ -78,3 +79,23 @@ def test_search_picks_the_float64_best_alpha_for_a_linear_parent(rng_seed):
     # 0.1% of the float64 minimum is the same choice for every purpose
     assert errs[picked] <= min(errs) * 1.001, f"seed {rng_seed}: picked {picked} errs {errs}"
     assert max(errs) > 1.05 * min(errs)  # the grid points really differ: the choice was not moot
+
+
+def test_cache_call_keeps_exactly_loss_windows_windows():
+    """The driver runs 8 windows a call; loss_windows=2 or 10 must hold 2 or 10 windows, cut
+    from the call that crosses the limit along the batch dim only (masks too, a shared
+    position table of batch 1 as is), not whole calls."""
+    def call(i):
+        hidden = torch.arange(8 * 3 * 4, dtype=torch.float32).reshape(8, 3, 4) + 1000 * i
+        rope = (torch.randn(1, 3, 2), torch.randn(1, 3, 2))
+        return (hidden,), {"position_embeddings": rope, "attention_mask": torch.zeros(8, 1, 3, 3),
+                           "cache_position": torch.arange(3)}
+    for limit, expect in ((2, [2]), (10, [8, 2]), (16, [8, 8]), (None, [8, 8, 8])):
+        calls, made = [], [call(i) for i in range(3)]
+        for args, kwargs in made:
+            cache_call(calls, args, kwargs, limit)
+        assert [a[0].shape[0] for a, _ in calls] == expect
+        for (args, kwargs), (a0, k0), n in zip(calls, made, expect):
+            assert torch.equal(args[0], a0[0][:n]) and kwargs["attention_mask"].shape[0] == n
+            assert kwargs["position_embeddings"][0] is k0["position_embeddings"][0]
+            assert kwargs["cache_position"] is k0["cache_position"]
