@@ -78,6 +78,9 @@ CONFIGS.update({
     # SmoothQuant with alpha searched per mapping and block (SmoothQuantConfig.search), all mappings
     "w8a8-sq-search-rtn": ("sq", "w8a8", None, {"rounding": "rtn", "mappings": "all", "search": True}),
     "w8a8-sq-search-gptq-act": ("sq", "w8a8", "weight", {"rounding": "gptq", "mappings": "all", "search": True}),
+    # the same search on a 6-point grid (alpha step 0.2) and 2 windows in the loss: ~1/8 of its cost
+    "w8a8-sq-search6x2-rtn": ("sq", "w8a8", None, {"rounding": "rtn", "mappings": "all", "search": True,
+                                                    "grid": 6, "loss_windows": 2}),
     "fp8-sq-search-rtn": ("sq", "fp8", None, {"rounding": "rtn", "mappings": "all", "search": True}),
     "fp8-sq-search-gptq-act": ("sq", "fp8", "weight", {"rounding": "gptq", "mappings": "all", "search": True}),
     # FP4 weight-only: round to nearest and GPTQ with an e2m1 quantizer on RTN's group scales

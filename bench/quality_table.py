@@ -1,8 +1,8 @@
 """Quality table: SmolLM2-135M perplexity on WikiText-2 (raw test, GPTQ-paper windows of
 2048 tokens) for fp32, RTN and GPTQ schemes, and llmcompressor's GPTQ side by side.
 
-  PYTHONPATH=.dev python bench/quality_table.py --windows 8 --threads 1   # every config
-  PYTHONPATH=.dev python bench/quality_table.py --only fp32,w4a16-gptq-act --windows 0  # full text
+  python bench/quality_table.py --windows 8 --threads 1   # every config
+  python bench/quality_table.py --only fp32,w4a16-gptq-act --windows 0  # full text
 
 Each config's result is cached in bench/results/quality_runs/<config>__w<N>.json (N = 0:
 all windows) with per-window NLLs, so an interrupted run resumes and any first-n subset
