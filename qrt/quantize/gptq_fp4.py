@@ -12,13 +12,10 @@ changes the order columns are visited in, never the file.
 """
 from __future__ import annotations
 
-import warnings
-
 import torch
 
 from qrt.numerics.fp import E8M0_BIAS, FloatQuantizedWeight, e2m1_codes, pack_fp4
-from qrt.numerics.quant import check_finite
-from qrt.quantize.gptq import GPTQFallbackWarning, gptq_sweep, prepare_sweep, single_thread
+from qrt.quantize.gptq_float import check_float_gptq_args, float_gptq_codes
 from qrt.runtime.fp_linear import quantize_float
 from qrt.schemes import QuantScheme
 from qrt_kernels.reference import e2m1_to_float
@@ -55,39 +52,13 @@ def gptq_quantize_fp4_weight(w: torch.Tensor, hessian: torch.Tensor, scheme: Qua
     effect (the scales are always RTN's). Returns the layout of qrt.numerics.fp.quantize_nvfp4
     / quantize_mxfp4. A Hessian that is not positive definite after dampening ->
     GPTQFallbackWarning and RTN."""
-    _check_args(w, hessian, scheme, block_size, percdamp, actorder)
+    check_float_gptq_args(w, hessian, scheme, 4, "FP4", "type 'float', 4 bits: nvfp4a16, mxfp4a16",
+                          "its groups stay in the original column order", block_size, percdamp, actorder)
     rtn = quantize_float(w.detach(), scheme)
-    with single_thread(w.device):
-        prepared = prepare_sweep(w.detach(), hessian.detach(), percdamp, actorder)
-        if prepared is None:
-            warnings.warn(f"GPTQ: the Hessian of {name} is not positive definite after dampening "
-                          f"(percdamp={percdamp}); quantizing {name} with round-to-nearest FP4 instead. "
-                          "More calibration samples or a larger percdamp usually fix this.",
-                          GPTQFallbackWarning, stacklevel=2)
-            return rtn
-        W, U, perm, mask = prepared
-        col_scale = group_scales(rtn).repeat_interleave(scheme.group_size, dim=1)
-        if perm is not None:
-            col_scale = col_scale[:, perm]
-        Q = gptq_sweep(W, U, FP4ColumnQuantizer(col_scale.contiguous(), w.dtype), block_size,
-                       dynamic_groups=False, mask=mask)
-    if perm is not None:
-        Q = Q[:, torch.argsort(perm)]
-    return FloatQuantizedWeight(pack_fp4(Q.contiguous()), rtn.scale, rtn.global_scale)
+    col_scale = group_scales(rtn).repeat_interleave(scheme.group_size, dim=1)
 
-
-def _check_args(w, hessian, scheme, block_size, percdamp, actorder) -> None:
-    if not (scheme.is_float and scheme.bits == 4):
-        raise ValueError(f"FP4 GPTQ needs an FP4 scheme (type 'float', 4 bits: nvfp4a16, mxfp4a16), found {scheme}")
-    if w.ndim != 2:
-        raise ValueError(f"expected a 2-D weight [out, in], found shape {tuple(w.shape)}")
-    if hessian.shape != (w.shape[1], w.shape[1]):
-        raise ValueError(f"Hessian must be [in, in] = {(w.shape[1],) * 2}, found {tuple(hessian.shape)}")
-    if actorder not in (None, "weight"):
-        raise ValueError(f"FP4 GPTQ takes actorder None or 'weight' (its groups stay in the original "
-                         f"column order), found {actorder!r}")
-    if not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"block_size must be a positive int, found {block_size!r}")
-    if not 0.0 <= percdamp:
-        raise ValueError(f"percdamp must be >= 0, found {percdamp!r}")
-    check_finite(w)
+    def quantizer(perm):
+        return FP4ColumnQuantizer((col_scale if perm is None else col_scale[:, perm]).contiguous(), w.dtype)
+    Q = float_gptq_codes(w, hessian, quantizer, "FP4", block_size=block_size, percdamp=percdamp,
+                         actorder=actorder, name=name)
+    return rtn if Q is None else FloatQuantizedWeight(pack_fp4(Q), rtn.scale, rtn.global_scale)

@@ -12,13 +12,10 @@ only changes the order columns are visited in, not the file.
 """
 from __future__ import annotations
 
-import warnings
-
 import torch
 
 from qrt.numerics.fp import FloatQuantizedWeight, fp8_codes, quantize_fp8
-from qrt.numerics.quant import check_finite
-from qrt.quantize.gptq import GPTQFallbackWarning, gptq_sweep, prepare_sweep, single_thread
+from qrt.quantize.gptq_float import check_float_gptq_args, float_gptq_codes
 from qrt.runtime.fp_linear import fp8_scale_dtype
 from qrt.schemes import QuantScheme
 
@@ -50,35 +47,9 @@ def gptq_quantize_fp8_weight(w: torch.Tensor, hessian: torch.Tensor, scheme: Qua
     codes float8_e4m3fn [out, in] and scale [out, 1] (channel) or [1] (tensor), as
     qrt.numerics.fp.quantize_fp8. A Hessian that is not positive definite after dampening
     -> GPTQFallbackWarning and RTN."""
-    _check_args(w, hessian, scheme, block_size, percdamp, actorder)
+    check_float_gptq_args(w, hessian, scheme, 8, "FP8", "type 'float', 8 bits", "no groups",
+                          block_size, percdamp, actorder)
     rtn = quantize_fp8(w.detach(), per_channel=scheme.strategy == "channel", scale_dtype=fp8_scale_dtype(scheme))
-    with single_thread(w.device):
-        prepared = prepare_sweep(w.detach(), hessian.detach(), percdamp, actorder)
-        if prepared is None:
-            warnings.warn(f"GPTQ: the Hessian of {name} is not positive definite after dampening "
-                          f"(percdamp={percdamp}); quantizing {name} with round-to-nearest FP8 instead. "
-                          "More calibration samples or a larger percdamp usually fix this.",
-                          GPTQFallbackWarning, stacklevel=2)
-            return rtn
-        W, U, perm, mask = prepared
-        quant = FP8ColumnQuantizer(rtn.scale, w.shape[0], w.dtype)
-        Q = gptq_sweep(W, U, quant, block_size, dynamic_groups=False, mask=mask)
-    if perm is not None:
-        Q = Q[:, torch.argsort(perm)]
-    return FloatQuantizedWeight(Q.contiguous(), rtn.scale)
-
-
-def _check_args(w, hessian, scheme, block_size, percdamp, actorder) -> None:
-    if not (scheme.is_float and scheme.bits == 8):
-        raise ValueError(f"FP8 GPTQ needs an FP8 scheme (type 'float', 8 bits), found {scheme}")
-    if w.ndim != 2:
-        raise ValueError(f"expected a 2-D weight [out, in], found shape {tuple(w.shape)}")
-    if hessian.shape != (w.shape[1], w.shape[1]):
-        raise ValueError(f"Hessian must be [in, in] = {(w.shape[1],) * 2}, found {tuple(hessian.shape)}")
-    if actorder not in (None, "weight"):
-        raise ValueError(f"FP8 GPTQ takes actorder None or 'weight' (no groups), found {actorder!r}")
-    if not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"block_size must be a positive int, found {block_size!r}")
-    if not 0.0 <= percdamp:
-        raise ValueError(f"percdamp must be >= 0, found {percdamp!r}")
-    check_finite(w)
+    Q = float_gptq_codes(w, hessian, lambda perm: FP8ColumnQuantizer(rtn.scale, w.shape[0], w.dtype), "FP8",
+                         block_size=block_size, percdamp=percdamp, actorder=actorder, name=name)
+    return rtn if Q is None else FloatQuantizedWeight(Q, rtn.scale)

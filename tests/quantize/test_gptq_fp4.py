@@ -1,11 +1,10 @@
 """GPTQ with an FP4 (e2m1) quantizer, NVFP4 and MXFP4: RTN's scales bit for bit, a smaller
 output error than FP4 RTN on held-out inputs, a float64 textbook reference, and the
-sequential driver writing an ordinary FP4 checkpoint."""
-import warnings
+sequential driver writing an ordinary FP4 checkpoint (tests/quantize/test_gptq_fp8.py,
+parametrized over the float schemes)."""
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from qrt.numerics.fp import dequantize_fp4
 from qrt.quantize.gptq import GPTQFallbackWarning
@@ -132,43 +131,3 @@ def test_cholesky_failure_warns_and_falls_back_to_rtn(rng_seed):
 def test_bad_arguments_raise(scheme, kwargs, match):
     with pytest.raises(ValueError, match=match):
         gptq_quantize_fp4_weight(torch.randn(8, 32), torch.eye(32), resolve_scheme(scheme), **kwargs)
-
-
-@pytest.mark.parametrize("name", SCHEMES)
-def test_sequential_fp4_gptq_writes_an_rtn_format_checkpoint(tiny_lm_dir, tmp_path, name):
-    """The driver's FP4 GPTQ: same checkpoint tensors and quantization config as FP4 RTN,
-    and it loads back to the same logits."""
-    import json
-
-    from safetensors import safe_open
-
-    from qrt import load_quantized, quantize_model, save_quantized
-    from qrt.quantize.gptq_model import gptq_quantize_model
-
-    def fresh():
-        return AutoModelForCausalLM.from_pretrained(tiny_lm_dir, dtype=torch.float32)
-
-    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
-    texts = ["The quick brown fox jumps over the lazy dog. " * 8, "GPTQ spreads rounding error. " * 10]
-    gptq = gptq_quantize_model(fresh(), tok, name, calib=texts, nsamples=8, seqlen=32, actorder="weight",
-                               progress=False)
-    rtn = quantize_model(fresh(), name, progress=False)
-    for m, d in ((gptq, "gptq"), (rtn, "rtn")):
-        save_quantized(m, tmp_path / d, tokenizer=tok, dtype=torch.float32)
-
-    def layout(d):
-        with safe_open(str(next((tmp_path / d).glob("*.safetensors"))), "pt") as f:
-            return {k: (f.get_slice(k).get_dtype(), tuple(f.get_slice(k).get_shape())) for k in f.keys()}
-
-    def qconfig(d):
-        cfg = json.loads((tmp_path / d / "config.json").read_text())["quantization_config"]
-        return cfg["config_groups"], cfg.get("format"), cfg.get("quant_method")
-
-    assert layout("gptq") == layout("rtn")
-    assert qconfig("gptq") == qconfig("rtn")
-    ids = torch.randint(0, 256, (2, 16))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        loaded = load_quantized(tmp_path / "gptq", device="cpu", dtype=torch.float32, progress=False)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(ids).logits, gptq(ids).logits, rtol=1e-5, atol=1e-5)

@@ -124,9 +124,10 @@ def test_bad_arguments_raise(scheme, kwargs, match):
         gptq_quantize_fp8_weight(torch.randn(8, 32), torch.eye(32), resolve_scheme(scheme), **kwargs)
 
 
-def test_sequential_fp8_gptq_writes_an_rtn_format_checkpoint(tiny_lm_dir, tmp_path):
-    """The driver's FP8 GPTQ: same checkpoint tensors and quantization config as FP8 RTN,
-    loads back to the same logits, and is closer to the fp model than RTN."""
+@pytest.mark.parametrize("name", ["fp8", "nvfp4a16", "mxfp4a16"])
+def test_sequential_float_gptq_writes_an_rtn_format_checkpoint(tiny_lm_dir, tmp_path, name):
+    """The driver's FP8 / FP4 GPTQ (qrt.quantize.gptq_fp8, gptq_fp4): the same checkpoint
+    tensors and quantization config as RTN of the scheme, and it loads back to the same logits."""
     from safetensors import safe_open
 
     from qrt import load_quantized, quantize_model, save_quantized
@@ -137,9 +138,9 @@ def test_sequential_fp8_gptq_writes_an_rtn_format_checkpoint(tiny_lm_dir, tmp_pa
 
     tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
     texts = ["The quick brown fox jumps over the lazy dog. " * 8, "GPTQ spreads rounding error. " * 10]
-    gptq = gptq_quantize_model(fresh(), tok, "fp8", calib=texts, nsamples=8, seqlen=32, actorder="weight",
+    gptq = gptq_quantize_model(fresh(), tok, name, calib=texts, nsamples=8, seqlen=32, actorder="weight",
                                progress=False)
-    rtn = quantize_model(fresh(), "fp8", progress=False)
+    rtn = quantize_model(fresh(), name, progress=False)
     for m, d in ((gptq, "gptq"), (rtn, "rtn")):
         save_quantized(m, tmp_path / d, tokenizer=tok, dtype=torch.float32)
 
