@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from machine import cpu_model
 from qrt.runtime.linear import QuantLinear
 from qrt_kernels.reference import quant_rows_ref
 
@@ -32,16 +32,6 @@ def time_interleaved(fns: dict, reps: int) -> dict:
             fn()
             times[name].append((time.perf_counter() - t0) * 1e3)
     return {name: (statistics.median(t), min(t)) for name, t in times.items()}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -76,7 +66,7 @@ def main() -> None:
                 row[f"{name}_speedup_vs_fp32_median"] = row["fp32_linear_ms_median"] / row[f"{name}_ms_median"]
             rows.append(row)
             print({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
-    meta = {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+    meta = {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
             "load_average_1min": os.getloadavg()[0],
             "torch": torch.__version__, "capability": torch.backends.cpu.get_cpu_capability()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -8,13 +8,13 @@ Prints the median time of each and the speedup over fp32 F.linear, with the CPU 
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
+from machine import cpu_model
 from qrt.runtime.linear import QuantLinear
 
 
@@ -31,16 +31,6 @@ def interleaved_medians_us(fns: dict, reps: int) -> dict:
             fn()
             times[name].append(time.perf_counter() - t0)
     return {name: statistics.median(ts) * 1e6 for name, ts in times.items()}
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
@@ -65,7 +55,7 @@ def main() -> None:
     with torch.inference_mode():
         rows = list(interleaved_medians_us(fns, args.reps).items())
     base = rows[0][1]
-    print(f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+    print(f"{cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"M=1, {n}x{k}, median of {args.reps}")
     for name, us in rows:
         print(f"  {name:36s} {us:9.1f} us   {base / us:5.2f}x vs fp32 F.linear")
