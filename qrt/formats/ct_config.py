@@ -26,7 +26,8 @@ SUPPORTED = ("pack-quantized (int 2/3/4/8-bit weights, group/channel/tensor, sym
              "int-quantized / naive-quantized (int8 weights, int8 activations dynamic per token or static "
              "per tensor), float-quantized (FP8 e4m3 weights per channel or per tensor, weight-only or with "
              "dynamic per-token FP8 activations), nvfp4-pack-quantized (NVFP4 weights, group 16, 16-bit "
-             "activations or NVFP4 activations, W4A4, with input_global_scale), mxfp4-pack-quantized (MXFP4 weights, group 32, 16-bit activations)")
+             "activations or NVFP4 activations, W4A4, with input_global_scale), mxfp4-pack-quantized "
+             "(MXFP4 weights, group 32, 16-bit activations)")
 _FP4_SCALE_DTYPES = {16: "torch.float8_e4m3fn", 32: "torch.uint8"}  # what compressed-tensors writes
 _ACTORDER_ALIASES = {"static": "weight", "dynamic": "group", True: "group", False: None}
 
@@ -144,7 +145,8 @@ def _activation_scheme(a: dict | None, where: str) -> ActivationScheme | None:
         return ActivationScheme(bits=4, type="float", strategy=a.get("strategy"), group_size=a.get("group_size"),
                                 dynamic=a.get("dynamic"), symmetric=a.get("symmetric", True))
     if a.get("type", "int") != "int" or a.get("num_bits") != 8:
-        raise _bad(f"{where}.input_activations", "int 8-bit, float 8-bit (FP8) or float 4-bit (NVFP4)", f"{a.get('type')} {a.get('num_bits')}-bit")
+        raise _bad(f"{where}.input_activations", "int 8-bit, float 8-bit (FP8) or float 4-bit (NVFP4)",
+                   f"{a.get('type')} {a.get('num_bits')}-bit")
     return ActivationScheme(strategy=a.get("strategy") or "tensor", symmetric=a.get("symmetric", True),
                             dynamic=bool(a.get("dynamic", False)))
 
