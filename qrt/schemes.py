@@ -20,6 +20,8 @@ FLOAT_WEIGHT_LAYOUTS = {(8, "channel", None): "FP8 e4m3 per channel",
                         (4, "tensor_group", 16): "NVFP4: e2m1, e4m3 scale per 16, fp32 global scale",
                         (4, "group", 32): "MXFP4: e2m1, e8m0 scale per 32"}
 ACT_STRATEGIES = ("token", "tensor")
+NVFP4_ACTIVATIONS = ("NVFP4: type 'float', strategy 'tensor_group', group_size 16, dynamic 'local' "
+                     "(e4m3 scale per 16 inputs at run time, fp32 input_global_scale), symmetric")
 ACTORDERS = (None, "weight", "group")
 OBSERVERS = ("minmax", "moving_minmax", "mse")
 # The one dtype-name table: float dtypes by the names configs, checkpoints and the CLI use.
@@ -46,23 +48,34 @@ def _require(cond: bool, field_name: str, msg: str) -> None:
 
 @dataclass(frozen=True)
 class ActivationScheme:
-    """8-bit activation quantization: int8, or FP8 e4m3 (type "float", dynamic per token only).
+    """Activation quantization: int8, FP8 e4m3 (type "float", dynamic per token only), or
+    NVFP4 (type "float", 4 bits; read from compressed-tensors W4A4 checkpoints only).
 
     dynamic=True: scales computed per token at run time (strategy "token").
     dynamic=False: one per-tensor `input_scale` found by an observer during calibration.
+    dynamic="local" (NVFP4 only, compressed-tensors' DynamicType.LOCAL): e4m3 scales per
+      `group_size` inputs computed at run time, relative to a calibrated per-layer fp32
+      `input_global_scale` (strategy "tensor_group").
     """
 
     bits: int = 8
     strategy: str = "token"
     symmetric: bool = True
-    dynamic: bool = True
+    dynamic: bool | str = True
     observer: str = "minmax"
     type: str = "int"
+    group_size: int | None = None
 
     def __post_init__(self):
-        _require(self.bits == 8, "activations.bits", f"expected 8, found {self.bits!r}")
+        _require(self.bits in (4, 8), "activations.bits",
+                 f"expected 8 (int8, FP8 e4m3) or 4 ({NVFP4_ACTIVATIONS}), found {self.bits!r}")
         _require(self.type in NUM_TYPES, "activations.type", f"expected one of {NUM_TYPES}, found {self.type!r}")
-        _require(self.type == "int" or (self.dynamic and self.strategy == "token" and self.symmetric),
+        if self.bits == 4:
+            self._check_nvfp4()
+            return
+        _require(self.group_size is None, "activations.group_size",
+                 f"8-bit activations take no group size, found {self.group_size!r}")
+        _require(self.type == "int" or (self.dynamic is True and self.strategy == "token" and self.symmetric),
                  "activations", "FP8 activations are dynamic, symmetric, per token in qrt; found "
                  f"dynamic={self.dynamic}, strategy={self.strategy!r}, symmetric={self.symmetric}")
         _require(self.strategy in ACT_STRATEGIES, "activations.strategy",
@@ -70,11 +83,23 @@ class ActivationScheme:
         _require(isinstance(self.symmetric, bool), "activations.symmetric",
                  f"expected bool, found {self.symmetric!r}")
         _require(isinstance(self.dynamic, bool), "activations.dynamic",
-                 f"expected bool, found {self.dynamic!r}")
+                 f"expected bool for 8-bit activations, found {self.dynamic!r}")
         _require(self.dynamic or self.strategy == "tensor", "activations.strategy",
                  "static activation quantization needs strategy 'tensor', found 'token'")
         _require(self.observer in OBSERVERS, "activations.observer",
                  f"expected one of {OBSERVERS}, found {self.observer!r}")
+
+    def _check_nvfp4(self) -> None:
+        found = {"type": self.type, "strategy": self.strategy, "group_size": self.group_size,
+                 "dynamic": self.dynamic, "symmetric": self.symmetric}
+        want = {"type": "float", "strategy": "tensor_group", "group_size": 16, "dynamic": "local", "symmetric": True}
+        bad = [k for k, v in want.items() if found[k] != v or type(found[k]) is not type(v)]
+        _require(not bad, "activations", f"4-bit activations in qrt are {NVFP4_ACTIVATIONS} only; found "
+                 + ", ".join(f"{k}={found[k]!r}" for k in bad))
+
+    @property
+    def is_nvfp4(self) -> bool:
+        return self.bits == 4
 
 
 @dataclass(frozen=True)
@@ -87,7 +112,8 @@ class QuantScheme:
     symmetric: zero point 0; otherwise an integer zero point per scale.
     scale_dtype: "float16" | "bfloat16" | "float32", or None for the layer's weight dtype.
     actorder: GPTQ column order: None, "weight" (no g_idx at run time) or "group" (g_idx).
-    activations: None for weight-only (WxA16), else an ActivationScheme (WxA8).
+    activations: None for weight-only (WxA16), else an ActivationScheme (WxA8; NVFP4 W4A4
+      when read from a compressed-tensors checkpoint: qrt has no preset that makes one).
     type: "int", or "float" for FP8 (bits 8, e4m3) and FP4 (bits 4, e2m1) weights; the float
       layouts are FLOAT_WEIGHT_LAYOUTS ("tensor_group" = NVFP4's per-group scales times one
       global scale, as compressed-tensors names it).
@@ -140,9 +166,12 @@ class QuantScheme:
                  "float weights are symmetric without act-order")
         _require(self.scale_dtype in (None, "float32", "bfloat16", "float16"), "scale_dtype",
                  f"expected None or a float dtype, found {self.scale_dtype!r}")
-        _require(self.activations is None or (self.bits == 8 and self.activations.type == "float"),
-                 "activations", "float weights take FP8 activations with FP8 weights only, found "
-                 f"{self.activations} with {self.bits}-bit weights")
+        a = self.activations
+        fp8 = a is not None and not a.is_nvfp4 and a.type == "float" and self.bits == 8
+        nvfp4 = a is not None and a.is_nvfp4 and self.bits == 4 and self.strategy == "tensor_group"
+        _require(a is None or fp8 or nvfp4, "activations", "float weights take FP8 activations with FP8 "
+                 f"weights and NVFP4 activations with NVFP4 weights only, found {a} with "
+                 f"{self.bits}-bit {self.strategy} weights")
 
     @property
     def is_float(self) -> bool:

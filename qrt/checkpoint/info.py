@@ -41,7 +41,8 @@ class CheckpointInfo:
 def describe_group(g: dict) -> str:
     w, a = g.get("weights") or {}, g.get("input_activations")
     gs = f"g{w['group_size']}" if w.get("strategy") in ("group", "tensor_group") else w.get("strategy", "?")
-    act = "a16" if a is None else f"a{a.get('num_bits')}{'-fp' if a.get('type') == 'float' else ''}-{a.get('strategy')}"
+    act = "a16" if a is None else "a4" if a.get("num_bits") == 4 and a.get("type") == "float" \
+        else f"a{a.get('num_bits')}{'-fp' if a.get('type') == 'float' else ''}-{a.get('strategy')}"
     if w.get("type") == "float":
         kind = "fp8" if w.get("num_bits") == 8 else "nvfp4" if w.get("strategy") == "tensor_group" else "mxfp4"
         return f"{kind}{act} {gs} [{g.get('format')}]"

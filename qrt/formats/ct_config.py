@@ -26,7 +26,8 @@ SUPPORTED = ("pack-quantized (int 2/3/4/8-bit weights, group/channel/tensor, sym
              "int-quantized / naive-quantized (int8 weights, int8 activations dynamic per token or static "
              "per tensor), float-quantized (FP8 e4m3 weights per channel or per tensor, weight-only or with "
              "dynamic per-token FP8 activations), nvfp4-pack-quantized (NVFP4 weights, group 16, 16-bit "
-             "activations), mxfp4-pack-quantized (MXFP4 weights, group 32, 16-bit activations)")
+             "activations or NVFP4 activations, W4A4, with input_global_scale), mxfp4-pack-quantized "
+             "(MXFP4 weights, group 32, 16-bit activations)")
 _FP4_SCALE_DTYPES = {16: "torch.float8_e4m3fn", 32: "torch.uint8"}  # what compressed-tensors writes
 _ACTORDER_ALIASES = {"static": "weight", "dynamic": "group", True: "group", False: None}
 
@@ -57,8 +58,11 @@ def weights_args(s: QuantScheme) -> dict:
 def activation_args(a: ActivationScheme | None) -> dict | None:
     if a is None:
         return None
-    return {"num_bits": a.bits, "type": a.type, "symmetric": a.symmetric, "group_size": None,
-            "strategy": a.strategy, "dynamic": a.dynamic}
+    d = {"num_bits": a.bits, "type": a.type, "symmetric": a.symmetric, "group_size": a.group_size,
+         "strategy": a.strategy, "dynamic": a.dynamic}
+    if a.is_nvfp4:  # as llmcompressor's NVFP4 preset writes it (W4A4 readers know the key)
+        d["scale_dtype"] = _FP4_SCALE_DTYPES[16]
+    return d
 
 
 def config_group(scheme: QuantScheme, targets: list[str], fmt: str | None = None) -> dict:
@@ -136,10 +140,21 @@ def _activation_scheme(a: dict | None, where: str) -> ActivationScheme | None:
                        "(static or group-wise FP8 activations are not implemented by qrt)",
                        f"dynamic={a.get('dynamic')!r}, strategy={a.get('strategy')!r}")
         return ActivationScheme(type="float")
+    if a.get("type") == "float" and a.get("num_bits") == 4:
+        _check_scale_dtype(a, f"{where}.input_activations")
+        return ActivationScheme(bits=4, type="float", strategy=a.get("strategy"), group_size=a.get("group_size"),
+                                dynamic=a.get("dynamic"), symmetric=a.get("symmetric", True))
     if a.get("type", "int") != "int" or a.get("num_bits") != 8:
-        raise _bad(f"{where}.input_activations", "int 8-bit", f"{a.get('type')} {a.get('num_bits')}-bit")
+        raise _bad(f"{where}.input_activations", "int 8-bit, float 8-bit (FP8) or float 4-bit (NVFP4)",
+                   f"{a.get('type')} {a.get('num_bits')}-bit")
     return ActivationScheme(strategy=a.get("strategy") or "tensor", symmetric=a.get("symmetric", True),
                             dynamic=bool(a.get("dynamic", False)))
+
+
+def _check_scale_dtype(a: dict, where: str) -> None:
+    sd = a.get("scale_dtype")
+    if sd not in (None, _FP4_SCALE_DTYPES[16]):
+        raise _bad(f"{where}.scale_dtype", f"{_FP4_SCALE_DTYPES[16]!r} (NVFP4's e4m3 group scales) or null", sd)
 
 
 def find_group(name: str, class_names: list[str], qcfg: dict) -> str | None:

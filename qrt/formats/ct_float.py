@@ -4,7 +4,8 @@ MXFP4 pack-quantized): write (QuantLinear -> checkpoint tensors) and read back.
   float-quantized       weight float8_e4m3fn [out, in]; weight_scale [out, 1] (channel) or
                         [1] (tensor); no input_scale (dynamic per-token FP8 activations)
   nvfp4-pack-quantized  weight_packed uint8 [out, in/2]; weight_scale float8_e4m3fn
-                        [out, in/16]; weight_global_scale float32 [1]
+                        [out, in/16]; weight_global_scale float32 [1]; with NVFP4
+                        activations (W4A4) also input_global_scale float32 [1]
   mxfp4-pack-quantized  weight_packed uint8 [out, in/2]; weight_scale uint8 [out, in/32]
 No weight_shape: compressed-tensors' FP4 compressors neither write nor accept one.
 """
@@ -26,6 +27,8 @@ def float_layer_tensors(layer) -> dict[str, torch.Tensor]:
     out = {"weight_packed": layer.weight_packed, "weight_scale": layer.weight_scale}
     if layer.weight_global_scale is not None:
         out["weight_global_scale"] = layer.weight_global_scale
+    if layer.input_global_scale is not None:
+        out["input_global_scale"] = layer.input_global_scale
     return out
 
 
@@ -63,4 +66,7 @@ def read_float_layer(get_tensor: Callable[[str], torch.Tensor], prefix: str, s: 
     if nvfp4:
         bufs["weight_global_scale"] = _get(get_tensor, f"{prefix}.weight_global_scale", [(1,), ()],
                                            (torch.float32,), "NVFP4 global scale").float()
+    if s.activations is not None:  # NVFP4 activations: the calibrated multiplier 448 * 6 / max|x|
+        bufs["input_global_scale"] = _get(get_tensor, f"{prefix}.input_global_scale", [(1,), ()],
+                                          (torch.float32,), "NVFP4 activation global scale").float()
     return s, bufs

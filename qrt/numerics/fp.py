@@ -7,6 +7,10 @@ and llmcompressor define it, so a checkpoint means the same thing to every reade
                     q = e2m1(W / (fp32(scale) / global));  w_hat = q * fp32(scale) / global
   MXFP4 (group 32): e = floor(log2(round_pow2(max|W[n, g]|))) - 2 + 127 (uint8, e8m0);
                     q = e2m1(W / 2^(e-127))
+  NVFP4 activations (W4A4, fake-quant; compressed-tensors' dynamic "local" tensor_group):
+                    gs = input_global_scale (calibrated, stored as 448 * 6 / max|x|);
+                    scale[.., g] = fp8_e4m3(max|x[.., g]| / 6 * gs)  (0 -> e4m3 eps 2^-3);
+                    x_hat = e2m1(x / (fp32(scale) / gs)) * (fp32(scale) / gs)
 e2m1 rounds to nearest, ties to even (compressed-tensors' cast_to_fp4 thresholds); FP8
 casts round to nearest even. FP4 codes are packed two per uint8, even column in the low
 nibble. Dequantization is the kernel twins' (qrt_kernels.reference).
@@ -18,10 +22,11 @@ from dataclasses import dataclass
 import torch
 
 from qrt.numerics.quant import check_finite
-from qrt_kernels.reference import FP8_E4M3_MAX, fp4_dequant_weight
+from qrt_kernels.reference import FP8_E4M3_MAX, e2m1_to_float, fp4_dequant_weight
 
 E2M1_MAX = 6.0
 E8M0_BIAS = 127
+E4M3_EPS = torch.finfo(torch.float8_e4m3fn).eps  # 0.125: compressed-tensors' stand-in for a zero scale
 # |x| thresholds between neighbouring e2m1 magnitudes; ">" for ties that go down to the even
 # neighbour, ">=" for ties that go up (0.25->0, 0.75->1, 1.25->1, 1.75->2, 2.5->2, 3.5->4, 5->4)
 _E2M1_UP = ((0.25, False), (0.75, True), (1.25, False), (1.75, True), (2.5, False), (3.5, True), (5.0, False))
@@ -137,3 +142,26 @@ def dequantize_fp4(qw: FloatQuantizedWeight, group_size: int, in_features: int,
                    dtype: torch.dtype) -> torch.Tensor:
     """Packed FP4 -> W [out, in] in dtype (NVFP4 when qw.global_scale is set, else MXFP4)."""
     return fp4_dequant_weight(qw.codes, qw.scale, qw.global_scale, group_size, in_features, dtype)
+
+
+def fake_quant_nvfp4_act(x: torch.Tensor, global_scale: torch.Tensor, group_size: int = 16) -> torch.Tensor:
+    """NVFP4 activation quantize-dequantize, as compressed-tensors' forward_quantize does it
+    for dynamic "local" tensor_group input activations (the W4A4 scheme vLLM serves):
+    x [..., K] (K a multiple of group_size); global_scale fp32 [1], the checkpoint's
+    `input_global_scale` (a multiplier: 448 * 6 / calibrated max|x|). Per group of
+    `group_size` along the last dim: scale = e4m3(max|x| / 6 * global_scale) (saturating
+    at 448; a zero scale becomes e4m3's eps), values e2m1-rounded (ties to even, saturating
+    at 6) at x / (scale / global_scale) and multiplied back, in float32. Returns x.dtype.
+
+    max|x| / 6 is divided in x.dtype, as compressed-tensors does (for bf16/fp16 inputs that
+    rounding moves a group scale by one e4m3 step now and then; vLLM's CUDA quantizer works
+    in float32 and so differs from compressed-tensors there; both agree on float32 inputs)."""
+    k = x.shape[-1]
+    if k % group_size:
+        raise ValueError(f"NVFP4 activations: last dim {k} is not a multiple of the group size {group_size}")
+    g = x.unflatten(-1, (k // group_size, group_size))
+    gs = global_scale.float().reshape(1)
+    amax = g.abs().amax(dim=-1, keepdim=True)
+    scale = ((amax / E2M1_MAX).float() * gs).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX).to(torch.float8_e4m3fn).float()
+    scale = torch.where(scale == 0, torch.full_like(scale, E4M3_EPS), scale) / gs
+    return (e2m1_to_float(e2m1_codes(g.float() / scale)) * scale).flatten(-2).to(x.dtype)

@@ -64,7 +64,7 @@ class QuantLinear(nn.Module):
         s = self.scheme
         if s.is_float:
             kind = {8: "fp8", 4: "nvfp4" if s.strategy == "tensor_group" else "mxfp4"}[s.bits]
-            acts = "a16" if s.activations is None else "a8-fp8-dyn"
+            acts = "a16" if s.activations is None else "a4-nvfp4-dyn" if s.activations.is_nvfp4 else "a8-fp8-dyn"
             return f"in_features={self.in_features}, out_features={self.out_features}, " \
                    f"bias={self.bias is not None}, {kind}{acts} {s.strategy}"
         g = f"g{s.group_size}" if s.strategy == "group" else s.strategy

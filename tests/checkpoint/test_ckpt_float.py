@@ -99,10 +99,15 @@ def _fp8_block(qc):
         g["weights"].update(strategy="block", block_structure=[128, 128])
 
 
-def _nvfp4_w4a4(qc):
+def _nvfp4_act_group_32(qc):  # W4A4 with activation groups NVFP4 does not have
     for g in qc["config_groups"].values():
-        g["input_activations"] = {"num_bits": 4, "type": "float", "strategy": "tensor_group", "group_size": 16,
+        g["input_activations"] = {"num_bits": 4, "type": "float", "strategy": "tensor_group", "group_size": 32,
                                   "dynamic": "local", "symmetric": True}
+
+
+def _int4_activations(qc):
+    for g in qc["config_groups"].values():
+        g["input_activations"] = {"num_bits": 4, "type": "int", "strategy": "token", "dynamic": True}
 
 
 @pytest.mark.parametrize("scheme,edit,says", [
@@ -111,7 +116,10 @@ def _nvfp4_w4a4(qc):
                     "'mixed-precision'], found 'mxfp8-quantized'"),
     ("fp8", _fp8_block, "config_groups.group_0.weights.strategy: expected tensor, channel, group or tensor_group "
                         "(block-wise weights such as FP8_BLOCK are not implemented by qrt)"),
-    ("nvfp4a16", _nvfp4_w4a4, "config_groups.group_0.input_activations: expected int 8-bit, found 'float 4-bit'"),
+    ("nvfp4a16", _nvfp4_act_group_32, "4-bit activations in qrt are NVFP4: type 'float', strategy 'tensor_group', "
+                                      "group_size 16, dynamic 'local'"),
+    ("nvfp4a16", _int4_activations, "config_groups.group_0.input_activations: expected int 8-bit, float 8-bit "
+                                    "(FP8) or float 4-bit (NVFP4), found 'int 4-bit'"),
 ])
 def test_unimplemented_float_formats_fail_naming_format_layer_and_support(scheme, edit, says, tmp_path, rng_seed):
     _quantized(tmp_path, scheme)

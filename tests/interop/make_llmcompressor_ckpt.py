@@ -10,13 +10,20 @@ imports qrt:
 For each scheme, OUT_DIR/<scheme>/ is the checkpoint llmcompressor saves
 (save_compressed=True) of one tiny random Llama (float32, from --seed, identical across
 schemes; RTN through QuantizationModifier, GPTQ with 16 random calibration sequences
-through GPTQModifier), and OUT_DIR/<scheme>.reference.safetensors holds what compressed-tensors makes
+through GPTQModifier; NVFP4 (W4A4) RTN with the same sequences to calibrate the
+activations' input_global_scale), and OUT_DIR/<scheme>.reference.safetensors holds what compressed-tensors makes
 of it: transformers' from_pretrained with CompressedTensorsConfig(dequantize=True)
 decompresses every layer; we store
   input_ids                  int64 [2, 16]    token ids drawn from --seed
   logits                     float32 [2, 16, vocab] of the decompressed model
   logits_fp                  float32 [2, 16, vocab] of the unquantized model
   weight.<module name>       the decompressed weight of every quantized Linear
+and for W4A4 schemes (NVFP4 activations; compressed-tensors fake-quantizes the input of
+every quantized Linear in its forward, from the stored input_global_scale):
+  logits_a16                 float32 [2, 16, vocab] of the same model, activation quantization off
+whose weights (and so `logits` and `weight.*`) are the exact float32 dequantization, made by
+compressed-tensors' own unpack_fp4_from_uint8 and dequantize: its decompressor rounds FP4
+weights to bfloat16, which W4A4's activation rounding would amplify past any useful bound.
 OUT_DIR/fp/ is the unquantized model.
 """
 from __future__ import annotations
@@ -37,7 +44,11 @@ SCHEMES = {
     "w8a8": ("QuantizationModifier", "W8A8", {}),
     "fp8-dynamic": ("QuantizationModifier", "FP8_DYNAMIC", {}),
     "nvfp4a16": ("QuantizationModifier", "NVFP4A16", {}),
+    # W4A4: NVFP4 weights and activations; the activations' input_global_scale is calibrated
+    "nvfp4": ("QuantizationModifier", "NVFP4", {}),
 }
+CALIBRATED = {"nvfp4"}  # RTN schemes whose activation qparams need calibration data (as GPTQ does)
+W4A4 = {"nvfp4"}  # reference in float32 weights, with logits_a16
 
 
 def tiny_llama_config():
@@ -93,7 +104,7 @@ def quantize(fp_path: Path, name: str, out: Path, seed: int) -> Path:
     modifier = getattr(mods, cls_name)(targets="Linear", scheme=preset, ignore=["lm_head"], **extra)
     model = AutoModelForCausalLM.from_pretrained(fp_path, dtype=torch.float32)
     kwargs = {}
-    if cls_name == "GPTQModifier":
+    if cls_name == "GPTQModifier" or name in CALIBRATED:
         kwargs = dict(processor=AutoTokenizer.from_pretrained(fp_path), num_calibration_samples=16,
                       dataset=calibration_dataset(model.config.vocab_size, seed), max_seq_length=32)
     oneshot(model=model, recipe=[modifier], **kwargs)
@@ -102,7 +113,28 @@ def quantize(fp_path: Path, name: str, out: Path, seed: int) -> Path:
     return path
 
 
-def reference_outputs(fp_path: Path, ckpt: Path, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+def exact_fp4_weights(model, ckpt: Path) -> None:
+    """Every NVFP4 Linear's weight redone in float32 by compressed-tensors' functions (its
+    decompressor unpacks to bfloat16 and rounds the product to it): e2m1 * scale / global."""
+    from compressed_tensors.compressors.nvfp4.helpers import unpack_fp4_from_uint8
+    from compressed_tensors.quantization.lifecycle.forward import dequantize
+    from safetensors.torch import load_file
+
+    tensors = {}
+    for f in sorted(ckpt.glob("*.safetensors")):
+        tensors.update(load_file(f))
+    for name, module in model.named_modules():
+        scheme = getattr(module, "quantization_scheme", None)
+        if scheme is None or f"{name}.weight_packed" not in tensors:
+            continue
+        packed = tensors[f"{name}.weight_packed"]
+        q = unpack_fp4_from_uint8(packed, packed.shape[0], 2 * packed.shape[1], dtype=torch.float32)
+        module.weight.data = dequantize(q, tensors[f"{name}.weight_scale"].float(), args=scheme.weights,
+                                        global_scale=tensors[f"{name}.weight_global_scale"], dtype=torch.float32)
+
+
+def reference_outputs(fp_path: Path, ckpt: Path, input_ids: torch.Tensor, w4a4: bool = False
+                      ) -> dict[str, torch.Tensor]:
     from transformers import AutoModelForCausalLM, CompressedTensorsConfig
 
     model = AutoModelForCausalLM.from_pretrained(
@@ -112,10 +144,19 @@ def reference_outputs(fp_path: Path, ckpt: Path, input_ids: torch.Tensor) -> dic
         w = getattr(module, "weight", None)  # weights: widen them (exactly) for the fp32 forward
         if getattr(module, "quantization_scheme", None) is not None and w is not None and w.dtype != torch.float32:
             module.weight.data = w.data.float()
+    if w4a4:
+        exact_fp4_weights(model, ckpt)
     ref = {"input_ids": input_ids}
     with torch.no_grad():
         ref["logits"] = model(input_ids).logits.float()
         ref["logits_fp"] = fp(input_ids).logits.float()
+        if w4a4:
+            quantized = [m for m in model.modules() if getattr(m, "quantization_scheme", None) is not None]
+            for m in quantized:  # compressed-tensors' switch for its forward's QDQ
+                m.quantization_enabled = False
+            ref["logits_a16"] = model(input_ids).logits.float()
+            for m in quantized:
+                m.quantization_enabled = True
     for mod_name, module in model.named_modules():
         if getattr(module, "quantization_scheme", None) is not None and hasattr(module, "weight"):
             ref[f"weight.{mod_name}"] = module.weight.detach().clone()
@@ -146,7 +187,7 @@ def main(argv=None) -> int:
                 "transformers": transformers.__version__, "torch": torch.__version__}
     for name in args.schemes:
         ckpt = quantize(fp_path, name, args.out_dir, args.seed)
-        ref = reference_outputs(fp_path, ckpt, input_ids)
+        ref = reference_outputs(fp_path, ckpt, input_ids, w4a4=name in W4A4)
         save_file({k: v.contiguous() for k, v in ref.items()}, args.out_dir / f"{name}.reference.safetensors")
     (args.out_dir / "versions.json").write_text(json.dumps(dict(versions, seed=args.seed), indent=2))
     return 0
