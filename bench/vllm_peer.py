@@ -52,6 +52,19 @@ def vllm_version(python: str, timeout: float = 120) -> str:
     return proc.stdout.strip()
 
 
+def vllm_cpu_has_op(python: str, op: str, timeout: float = 180) -> bool:
+    """Whether the CPU kernels vLLM loads on this machine (it picks its _C build by ISA:
+    AVX-512 + BF16, AVX-512 or AVX2) register torch.ops._C.<op>; raises PeerError if vLLM
+    does not import. vllm-cpu 0.32's AVX2 build has no cpu_gemm_wna16 (its W4A16 GEMM)."""
+    code = ("from vllm.platforms import current_platform; current_platform.import_kernels(); "
+            f"import torch; print(hasattr(torch.ops._C, {op!r}))")
+    proc = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, PYTHONPATH="", VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1"))
+    if proc.returncode != 0 or proc.stdout.strip().splitlines()[-1:] not in (["True"], ["False"]):
+        raise PeerError(f"vLLM's CPU kernels did not load under {python}: {proc.stderr.strip()[-500:]}")
+    return proc.stdout.strip().splitlines()[-1] == "True"
+
+
 class VllmPeer:
     """One vLLM engine on `model_dir` in a child process. `generate` sends a batch of token-id
     prompts and returns vLLM's tokens (and top-k logprobs when asked)."""
