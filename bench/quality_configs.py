@@ -92,5 +92,16 @@ CONFIGS.update({
     "nvfp4a16-gptq-act": ("gptq", "nvfp4a16", "weight"),
     "mxfp4a16-gptq-act": ("gptq", "mxfp4a16", "weight"),
 })
-TRANSFORM_KEYS = {"sq": ("alpha", "mappings", "search", "grid", "loss_windows"), "awq": ("n_grid", "duo_scaling", "loss_windows", "clip")}
+CONFIGS.update({
+    # AWQ + GPTQ + clip within the 10-minute budget: the MLP's grid loss on tokens sampled from
+    # every window (AWQConfig.loss_tokens), fewer windows for self_attn's, a coarser grid
+    "w4a16-g128-awq-gptq-act-clip-lw8t4k-g10": ("awq", "w4a16", "weight", {"rounding": "gptq", "gptq_clip": True,
+                                                                            "loss_windows": 8, "loss_tokens": 4096,
+                                                                            "n_grid": 10}),
+    "w4a16-g128-awq-gptq-act-clip-lw16t4k-g6": ("awq", "w4a16", "weight", {"rounding": "gptq", "gptq_clip": True,
+                                                                            "loss_windows": 16, "loss_tokens": 4096,
+                                                                            "n_grid": 6}),
+})
+TRANSFORM_KEYS = {"sq": ("alpha", "mappings", "search", "grid", "loss_windows"),
+                  "awq": ("n_grid", "duo_scaling", "loss_windows", "loss_tokens", "clip")}
 CONFIGS_METHOD = {"llmc-awq": "awq", "llmc-sq": "smoothquant"}

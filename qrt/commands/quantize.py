@@ -49,6 +49,9 @@ def add_gptq_args(p: argparse.ArgumentParser) -> None:
                    help="AWQ: also search per-group weight clipping (AutoAWQ's auto_clip; round to nearest only)")
     g.add_argument("--awq-loss-windows", type=int, default=None,
                    help="AWQ: calibration windows in the grid-search loss (default: all)")
+    g.add_argument("--awq-loss-tokens", type=int, default=None,
+                   help="AWQ: tokens sampled from every window for the MLP's grid-search loss "
+                        "(default: the --awq-loss-windows windows)")
     g.add_argument("--actorder", choices=["weight", "group", "none"], default="weight",
                    help="column order: weight (default; no g_idx), group (g_idx; qrt reads it, "
                         "compressed-tensors >= 0.19 rejects it) or none")
@@ -121,7 +124,8 @@ def make_transform(model, args):
                                                         search=args.smooth_search))
         if smooth == "awq":
             from qrt.quantize.awq import AWQ, AWQConfig
-            return AWQ(model, AWQConfig(n_grid=args.awq_grid, loss_windows=args.awq_loss_windows, clip=args.awq_clip))
+            return AWQ(model, AWQConfig(n_grid=args.awq_grid, loss_windows=args.awq_loss_windows,
+                                        loss_tokens=args.awq_loss_tokens, clip=args.awq_clip))
     except ValueError as e:
         raise SystemExit(str(e)) from None
     return None

@@ -30,15 +30,18 @@ from qrt.quantize.mappings import (BlockTransform, ScaleMapping, block_mappings,
 class AWQConfig:
     """n_grid: grid points (ratios) per mapping; duo_scaling: weight magnitudes join the
     activation ones (llmcompressor's default); loss_windows: calibration windows whose
-    self_attn / mlp outputs enter the grid-search loss (None: all). Activation means and the
-    X^T X of Linear parents always use every window. clip: after folding, clamp each
+    self_attn / mlp outputs enter the grid-search loss (None: all). loss_tokens: a parent
+    that acts on each token alone (the MLP: ScaleMapping.token_wise) takes its grid loss on
+    this many tokens drawn at random (seed 0) from every calibration window instead (None:
+    the loss_windows windows); the same loss on a wider, cheaper sample. Activation means and
+    the X^T X of Linear parents always use every window. clip: after folding, clamp each
     quantized balance Linear's weights (q/k excepted, as AutoAWQ) per (row, group) to the
-    shrunk max that minimizes that group's output error (qrt.quantize.awq_clip); with
-    rounding="rtn"."""
+    shrunk max that minimizes that group's output error (qrt.quantize.awq_clip)."""
 
     n_grid: int = 20
     duo_scaling: bool = True
     loss_windows: int | None = None
+    loss_tokens: int | None = None
     clip: bool = False  # AutoAWQ's clipping search after the scales (llmcompressor has none)
 
     def __post_init__(self):
@@ -48,6 +51,8 @@ class AWQConfig:
             raise ValueError(f"AWQ duo_scaling must be a bool, found {self.duo_scaling!r}")
         if self.loss_windows is not None and not (isinstance(self.loss_windows, int) and self.loss_windows >= 1):
             raise ValueError(f"AWQ loss_windows must be None or an int >= 1, found {self.loss_windows!r}")
+        if self.loss_tokens is not None and not (isinstance(self.loss_tokens, int) and self.loss_tokens >= 1):
+            raise ValueError(f"AWQ loss_tokens must be None or an int >= 1, found {self.loss_tokens!r}")
 
     def grid(self) -> list[tuple[float, bool]]:
         """(ratio, duo) points, as llmcompressor's _get_grid_search_params."""
@@ -83,11 +88,12 @@ def candidate_scales(x_mean: torch.Tensor, w_mean: torch.Tensor | None, ratio: f
 
 class _MappingStats:
     """What one mapping's calibration pass leaves: sum |x| and token count; for a module
-    parent, its (args, kwargs) per call (the first loss_windows windows); for a Linear
-    parent, the Gram matrix X^T X of its inputs."""
+    parent, its (args, kwargs) per call (the first loss_windows windows) or, token-wise,
+    every token's input row (sampled at fold); for a Linear parent or the clip, the Gram
+    matrix X^T X of its inputs unless the driver's Hessians hold it."""
 
     def __init__(self):
-        self.abs_sum, self.count, self.calls, self.gram = None, 0, [], None
+        self.abs_sum, self.count, self.calls, self.rows, self.gram = None, 0, [], [], None
 
     def add_input(self, x: torch.Tensor, gram: bool) -> None:
         x2 = x.detach().reshape(-1, x.shape[-1]).float()
@@ -97,6 +103,20 @@ class _MappingStats:
         if gram:
             g = x2.T @ x2
             self.gram = g if self.gram is None else self.gram + g
+
+    def add_rows(self, name: str, args: tuple, kwargs: dict) -> None:
+        if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor):
+            raise ValueError(f"AWQ loss_tokens: {name} is called with {len(args)} positional and {sorted(kwargs)} "
+                             "keyword arguments; a token-wise parent takes one hidden-states tensor")
+        self.rows.append(args[0].detach().reshape(-1, args[0].shape[-1]))
+
+    def token_calls(self, n: int, chunk: int = 8192) -> list:
+        """n rows drawn without replacement (seed 0, in token order) as parent calls [1, t, d]."""
+        rows = torch.cat(self.rows)
+        self.rows = []
+        idx = torch.randperm(rows.shape[0], generator=torch.Generator().manual_seed(0))[:n].sort().values
+        sample = rows[idx.to(rows.device)]
+        return [((sample[i:i + chunk][None],), {}) for i in range(0, sample.shape[0], chunk)]
 
 
 class AWQ(BlockTransform):
@@ -108,18 +128,32 @@ class AWQ(BlockTransform):
     def __init__(self, model: nn.Module, config: AWQConfig | None = None):
         super().__init__(model, config or AWQConfig())
         self._stats: dict[ScaleMapping, _MappingStats] = {}
+        self._grams = None
 
-    def start(self, block: nn.Module) -> None:
+    def start(self, block: nn.Module, grams=None) -> None:
+        """grams: None, or name -> X^T X of a quantized Linear's inputs after the pass (the
+        driver's GPTQ Hessians, for every Linear in fold's schemes), which AWQ then reads
+        instead of keeping its own."""
         self.stop()
+        self._grams = grams
         self._stats = {m: _MappingStats() for m in block_mappings(self.model, block, self.name)}
         for m, st in self._stats.items():
             linear_parent = isinstance(block.get_submodule(m.parent), nn.Linear)
+            gram = (linear_parent or self.config.clip) and grams is None
             self._handles.append(block.get_submodule(m.balance[0]).register_forward_pre_hook(
-                (lambda st, g: lambda mod, args: st.add_input(args[0], g))(st, linear_parent or self.config.clip)))
-            if not linear_parent:
-                limit = self.config.loss_windows
-                self._handles.append(block.get_submodule(m.parent).register_forward_pre_hook(
-                    (lambda c: lambda mod, args, kwargs: cache_call(c, args, kwargs, limit))(st.calls), with_kwargs=True))
+                (lambda st, g: lambda mod, args: st.add_input(args[0], g))(st, gram)))
+            if linear_parent:
+                continue
+            if m.token_wise and self.config.loss_tokens is not None:
+                hook = (lambda st, p: lambda mod, args, kwargs: st.add_rows(p, args, kwargs))(st, m.parent)
+            else:
+                hook = (lambda c, n: lambda mod, args, kwargs: cache_call(c, args, kwargs, n))(
+                    st.calls, self.config.loss_windows)
+            self._handles.append(block.get_submodule(m.parent).register_forward_pre_hook(hook, with_kwargs=True))
+
+    def gram(self, m: ScaleMapping, st: _MappingStats, schemes: dict) -> torch.Tensor:
+        """X^T X of the mapping's balance inputs (they all read the same tensor)."""
+        return st.gram if st.gram is not None else self._grams(next(b for b in m.balance if b in schemes))
 
     @torch.no_grad()
     def fold(self, block: nn.Module, schemes: dict) -> dict[str, torch.Tensor]:
@@ -135,7 +169,8 @@ class AWQ(BlockTransform):
             fold_scales(block, m, s, self.norm_offset)
             scaled.update({b: s for b in m.balance})
             if self.config.clip:  # the balance inputs are now x / s: X^T X -> S^-1 X^T X S^-1
-                grams.update({b: st.gram / (s[:, None] * s[None, :]) for b in m.balance})
+                g = self.gram(m, st, schemes)
+                grams.update({b: g / (s[:, None] * s[None, :]) for b in m.balance})
         self._stats = {}
         for b, gram in grams.items():  # AutoAWQ clips after every scale is applied
             if schemes.get(b) is not None and not b.rsplit(".", 1)[-1].startswith(("q_", "k_")):
@@ -154,6 +189,9 @@ class AWQ(BlockTransform):
         orig = [b.weight.detach().clone() for b in balance]
         parent = block.get_submodule(m.parent)
         linear_parent = isinstance(parent, nn.Linear)
+        if st.rows:
+            st.calls = st.token_calls(self.config.loss_tokens)
+        gram = self.gram(m, st, schemes) if linear_parent else None
         reference = None if linear_parent else run_calls(parent, st.calls)
         best, best_loss = None, float("inf")
         try:
@@ -161,7 +199,7 @@ class AWQ(BlockTransform):
                 s = candidate_scales(x_mean, w_mean, ratio, duo)
                 if linear_parent:  # the loss from X^T X
                     dw = _scaled_fake_quant(orig[0], s, layer_schemes[0]) - orig[0].float()
-                    loss = ((dw @ st.gram) * dw).sum().item() / (st.count * dw.shape[0])
+                    loss = ((dw @ gram) * dw).sum().item() / (st.count * dw.shape[0])
                 else:
                     for lin, w0, scheme in zip(balance, orig, layer_schemes):
                         lin.weight.copy_(_scaled_fake_quant(w0, s, scheme).to(w0.dtype))

@@ -101,6 +101,13 @@ class BlockHessians:
     def hessian(self, name: str) -> torch.Tensor:
         return self.acc[self.alias.get(name, name)].hessian()
 
+    def gram(self, name: str) -> torch.Tensor:
+        """X^T X of Linear `name`'s inputs (the accumulator itself: do not modify)."""
+        acc = self.acc[self.alias.get(name, name)]
+        if acc.rows == 0:
+            raise ValueError(f"no calibration inputs reached {name}")
+        return acc.xtx
+
     def rescale_inputs(self, scales: dict[str, torch.Tensor]) -> None:
         """The inputs of Linear `name` became x / s (a folded smoothing scale s [in]):
         H -> diag(1/s) H diag(1/s), once per shared accumulator."""
@@ -156,7 +163,8 @@ def quantize_block(block: nn.Module, prefix: str, linears: dict[str, tuple[nn.Li
     (none for the last block: nothing consumes them).
 
     gptq_kwargs None: round to nearest instead of GPTQ. transform (SmoothQuant, AWQ):
-    `start(block)` before the calibration pass, `fold(block, schemes) -> {name: s}` after
+    `start(block, grams)` before the calibration pass (grams: name -> X^T X of a quantized
+    Linear's inputs, from the Hessians, or None), `fold(block, schemes) -> {name: s}` after
     it, which folds per-channel scales into the fp weights; the Hessians follow (x -> x / s).
     """
     device = inputs[0][0].device
@@ -165,8 +173,8 @@ def quantize_block(block: nn.Module, prefix: str, linears: dict[str, tuple[nn.Li
     if gptq_kwargs is not None:
         hessians = BlockHessians({n: lin for n, (lin, _) in linears.items()}, device)
     if hessians is not None or transform is not None:
-        if transform is not None:
-            transform.start(block)
+        if transform is not None:  # AWQ reads X^T X from the Hessians instead of keeping a copy
+            transform.start(block, grams=None if hessians is None else (lambda r: hessians.gram(rel[r])))
         try:
             run_block(block, inputs, before_call=hessians.new_call if hessians else None)
         finally:

@@ -28,11 +28,14 @@ log = logging.getLogger("qrt")
 class ScaleMapping:
     """smooth: module whose output channels are divided by s; balance: Linears reading that
     output (input columns multiplied by s); parent: the module whose output AWQ compares
-    (the balance layers' lowest common ancestor). All names relative to a decoder block."""
+    (the balance layers' lowest common ancestor); token_wise: the parent maps each token on
+    its own (an MLP), so a loss on it may use any sample of tokens. Names are relative to a
+    decoder block."""
 
     smooth: str
     balance: tuple[str, ...]
     parent: str
+    token_wise: bool = False
 
     @property
     def from_norm(self) -> bool:
@@ -41,9 +44,10 @@ class ScaleMapping:
 
 _QKV = ScaleMapping("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "self_attn")
 _VO = ScaleMapping("self_attn.v_proj", ("self_attn.o_proj",), "self_attn.o_proj")
-_GATE_UP = ScaleMapping("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj"), "mlp")
+_GATE_UP = ScaleMapping("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj"), "mlp", token_wise=True)
 _UP_DOWN = ScaleMapping("mlp.up_proj", ("mlp.down_proj",), "mlp.down_proj")
-_GEMMA3_GATE_UP = ScaleMapping("pre_feedforward_layernorm", ("mlp.gate_proj", "mlp.up_proj"), "mlp")
+_GEMMA3_GATE_UP = ScaleMapping("pre_feedforward_layernorm", ("mlp.gate_proj", "mlp.up_proj"), "mlp",
+                               token_wise=True)
 
 
 @dataclass(frozen=True)
@@ -129,8 +133,8 @@ def fold_scales(block: nn.Module, mapping: ScaleMapping, s: torch.Tensor, norm_o
 
 
 class BlockTransform:
-    """Base of SmoothQuant and AWQ as the sequential driver calls them: `start(block)` hooks
-    a block before its calibration pass, `stop()` removes the hooks, `fold(block, schemes)`
+    """Base of SmoothQuant and AWQ as the sequential driver calls them: `start(block, grams)`
+    hooks a block before its calibration pass, `stop()` removes the hooks, `fold(block, schemes)`
     folds the scales and returns {balance name: s}. Subclasses set `name`."""
 
     name = ""

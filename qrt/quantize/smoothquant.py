@@ -103,8 +103,9 @@ class SmoothQuant(BlockTransform):
         self._calls: dict[ScaleMapping, list] = {}
         self.chosen: list[dict[str, float]] = []  # with search: per block, {smooth module: alpha}
 
-    def start(self, block: nn.Module) -> None:
-        """Hook the first balance Linear of every mapping: its input is the smooth output."""
+    def start(self, block: nn.Module, grams=None) -> None:
+        """Hook the first balance Linear of every mapping: its input is the smooth output.
+        grams (the driver's X^T X, see AWQ.start) is not needed here."""
         self.stop()
         self._mappings = block_mappings(self.model, block, self.name, norms_only=self.config.mappings == "norms")
         self._ranges = {m: ChannelRange() for m in self._mappings}
