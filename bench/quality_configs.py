@@ -101,6 +101,12 @@ CONFIGS.update({
     "w4a16-g128-awq-gptq-act-clip-lw16t4k-g6": ("awq", "w4a16", "weight", {"rounding": "gptq", "gptq_clip": True,
                                                                             "loss_windows": 16, "loss_tokens": 4096,
                                                                             "n_grid": 6}),
+    "w4a16-g128-awq-gptq-act-clip-lw16t2k-g10": ("awq", "w4a16", "weight", {"rounding": "gptq", "gptq_clip": True,
+                                                                             "loss_windows": 16, "loss_tokens": 2048,
+                                                                             "n_grid": 10}),
+    "w4a16-g128-awq-gptq-act-clip-lw16t4k-g8": ("awq", "w4a16", "weight", {"rounding": "gptq", "gptq_clip": True,
+                                                                            "loss_windows": 16, "loss_tokens": 4096,
+                                                                            "n_grid": 8}),
 })
 TRANSFORM_KEYS = {"sq": ("alpha", "mappings", "search", "grid", "loss_windows"),
                   "awq": ("n_grid", "duo_scaling", "loss_windows", "loss_tokens", "clip")}

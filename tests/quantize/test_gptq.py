@@ -213,13 +213,17 @@ def test_clip_takes_static_qparams_from_clipped_weights(rng_seed, name):
     assert output_error(held_out, w, deq(qw, scheme, in_f)) < rtn_clip
 
 
-def test_hessian_accumulator_is_two_xtx_over_rows(rng_seed):
-    x1, x2 = torch.randn(3, 5, 16), torch.randn(7, 16)
-    acc = HessianAccumulator(16)
+@pytest.mark.parametrize("in_f", [16, 1100])  # 1100: three column blocks, the lower ones mirrored
+def test_hessian_accumulator_is_two_xtx_over_rows(in_f, rng_seed):
+    x1, x2 = torch.randn(3, 5, in_f), torch.randn(7, in_f)
+    acc = HessianAccumulator(in_f)
     acc.add(x1)
+    h1 = acc.hessian()  # read between adds: the mirror must not freeze the lower blocks
     acc.add(x2)
-    x = torch.cat([x1.reshape(-1, 16), x2]).double()
+    x = torch.cat([x1.reshape(-1, in_f), x2]).double()
     # float32 accumulation of 22 rows: relative error ~1e-6
     torch.testing.assert_close(acc.hessian().double(), 2 * x.T @ x / 22, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(h1.double(), 2 * x[:15].T @ x[:15] / 15, rtol=1e-5, atol=1e-5)
+    assert torch.equal(acc.hessian(), acc.hessian().T)
     with pytest.raises(ValueError, match="0 rows"):
         HessianAccumulator(4).hessian()
