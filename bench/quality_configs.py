@@ -92,22 +92,12 @@ CONFIGS.update({
     "nvfp4a16-gptq-act": ("gptq", "nvfp4a16", "weight"),
     "mxfp4a16-gptq-act": ("gptq", "mxfp4a16", "weight"),
 })
-CONFIGS.update({
-    # AWQ + GPTQ + clip within the 10-minute budget: the MLP's grid loss on tokens sampled from
-    # every window (AWQConfig.loss_tokens), fewer windows for self_attn's, a coarser grid
-    "w4a16-g128-awq-gptq-act-clip-lw8t4k-g10": ("awq", "w4a16", "weight", {"rounding": "gptq", "gptq_clip": True,
-                                                                            "loss_windows": 8, "loss_tokens": 4096,
-                                                                            "n_grid": 10}),
-    "w4a16-g128-awq-gptq-act-clip-lw16t4k-g6": ("awq", "w4a16", "weight", {"rounding": "gptq", "gptq_clip": True,
-                                                                            "loss_windows": 16, "loss_tokens": 4096,
-                                                                            "n_grid": 6}),
-    "w4a16-g128-awq-gptq-act-clip-lw16t2k-g10": ("awq", "w4a16", "weight", {"rounding": "gptq", "gptq_clip": True,
-                                                                             "loss_windows": 16, "loss_tokens": 2048,
-                                                                             "n_grid": 10}),
-    "w4a16-g128-awq-gptq-act-clip-lw16t4k-g8": ("awq", "w4a16", "weight", {"rounding": "gptq", "gptq_clip": True,
-                                                                            "loss_windows": 16, "loss_tokens": 4096,
-                                                                            "n_grid": 8}),
-})
+# AWQ + GPTQ + clip within the 10-minute budget: self_attn's grid loss on `lw` windows, the MLP's
+# on `tokens` sampled from every window (AWQConfig.loss_tokens), `grid` points
+CONFIGS.update({f"w4a16-g128-awq-gptq-act-clip-lw{lw}t{tokens // 1024}k-g{grid}": (
+    "awq", "w4a16", "weight", {"rounding": "gptq", "gptq_clip": True, "loss_windows": lw, "loss_tokens": tokens,
+                               "n_grid": grid})
+    for lw, tokens, grid in ((8, 4096, 10), (16, 4096, 6), (16, 2048, 10), (16, 4096, 8))})
 TRANSFORM_KEYS = {"sq": ("alpha", "mappings", "search", "grid", "loss_windows"),
                   "awq": ("n_grid", "duo_scaling", "loss_windows", "loss_tokens", "clip")}
 CONFIGS_METHOD = {"llmc-awq": "awq", "llmc-sq": "smoothquant"}

@@ -36,7 +36,8 @@ class AWQConfig:
     the loss_windows windows); the same loss on a wider, cheaper sample. Activation means and
     the X^T X of Linear parents always use every window. clip: after folding, clamp each
     quantized balance Linear's weights (q/k excepted, as AutoAWQ) per (row, group) to the
-    shrunk max that minimizes that group's output error (qrt.quantize.awq_clip)."""
+    shrunk max that minimizes that group's output error (qrt.quantize.awq_clip); with
+    rounding="rtn"."""
 
     n_grid: int = 20
     duo_scaling: bool = True

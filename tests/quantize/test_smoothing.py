@@ -167,8 +167,9 @@ def test_cli_writes_plain_compressed_tensors(tiny_lm_dir, tmp_path, args, fmt):
     print(f"{args[3]}: relative logit error {err:.4f}, RTN {rtn_err:.4f}, ratio {err / rtn_err:.3f}")
     # the saved norms and weights hold the folded scales, so the checkpoint computes the fp
     # function up to quantization noise, no more than plain RTN's: measured 0.96x (AWQ), 0.78x
-    # (SQ + GPTQ), 0.88x (SQ search), 0.62x (AWQ + GPTQ + clip; 0.61x with loss_tokens) of RTN's error; the 1.1x bound
-    # leaves room for float op order only. A lost fold leaves the norm outputs off by the scales
+    # (SQ + GPTQ), 0.88x (SQ search), 0.62x (AWQ + GPTQ + clip; 0.61x with loss_tokens) of RTN's
+    # error; the 1.1x bound leaves room for float op order only. A lost fold leaves the norm
+    # outputs off by the scales
     assert err <= 1.1 * rtn_err, f"relative logit error {err:.3f} vs RTN {rtn_err:.3f}"
 
 
