@@ -3,8 +3,10 @@
   capture: run the model on the calibration windows until the first decoder block, which
            raises from a pre-hook after recording its inputs (hidden states + kwargs such as
            the attention mask and rotary position embeddings)
-  per block: 1. run it on every batch with forward hooks on its target Linears that add
-                their inputs to Hessians (Linears fed the same tensor share one)
+  per block: 1. run it on every batch with pre-hooks on its target Linears that add their
+                inputs to Hessians (Linears fed the same tensor share one); from the second
+                batch on, the pass stops once the block's last Linear has its input (what
+                follows only makes fp outputs that nothing reads)
              2. GPTQ each Linear, swap in a QuantLinear
              3. run the quantized block again: its outputs are the next block's inputs
 Only one block's inputs and outputs are held, and only the block being calibrated has to
@@ -32,6 +34,10 @@ from qrt.schemes import QuantScheme, resolve_scheme
 
 class _Captured(Exception):
     """Raised by the first block's pre-hook: its inputs are recorded, stop the forward."""
+
+
+class _Calibrated(Exception):
+    """Raised by StopAfterLastInput: every target Linear of the block has seen its input."""
 
 
 def decoder_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
@@ -71,19 +77,49 @@ def capture_block_inputs(model: nn.Module, first_block: nn.Module, windows: torc
     return captured
 
 
+class StopAfterLastInput:
+    """Pre-hooks on every Linear of a block. The first block call records the order they run
+    in; when each Linear ran exactly once, later calls raise _Calibrated when the last one is
+    reached, after the hooks registered before this (Hessians, a transform's statistics)
+    have read its input. The calibration pass then skips that Linear's GEMM and what follows
+    (the down projection and residual of a Llama block): only fp outputs that nothing reads.
+    A block whose Linears run in a data-dependent way (skipped or repeated) always runs whole.
+    Create it after every other hook of the pass."""
+
+    def __init__(self, block: nn.Module):
+        self.linears = [m for m in block.modules() if isinstance(m, nn.Linear)]
+        self.order, self.last = [], None  # last: None while learning, False when disabled
+        self._handles = [m.register_forward_pre_hook(self._hook) for m in self.linears]
+
+    def _hook(self, module, args):
+        if self.last is None:
+            self.order.append(module)
+        elif module is self.last:
+            raise _Calibrated
+
+    def new_call(self) -> None:
+        if self.last is None and self.order:
+            once = len(self.order) == len(self.linears) == len({id(m) for m in self.order})
+            self.last = self.order[-1] if once else False
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
 class BlockHessians:
-    """Forward hooks accumulating each target Linear's input Hessian. Linears that receive
-    the very same input tensor in a forward call (q/k/v, gate/up) share one accumulator."""
+    """Pre-hooks accumulating each target Linear's input Hessian. Linears that receive the
+    very same input tensor in a forward call (q/k/v, gate/up) share one accumulator."""
 
     def __init__(self, linears: dict[str, nn.Linear], device):
         self.linears, self.device = linears, device
         self.acc: dict[str, HessianAccumulator] = {}
         self.alias: dict[str, str] = {}
         self._seen: list[tuple[torch.Tensor, str]] = []  # this call's (input, owner name)
-        self._handles = [m.register_forward_hook(self._hook(n)) for n, m in linears.items()]
+        self._handles = [m.register_forward_pre_hook(self._hook(n)) for n, m in linears.items()]
 
     def _hook(self, name: str):
-        def hook(module, args, output):
+        def hook(module, args):
             x = args[0]
             owner = next((o for t, o in self._seen if t is x), None)
             if owner is not None and owner != name:
@@ -129,12 +165,17 @@ class BlockHessians:
 
 
 def run_block(block: nn.Module, inputs: list[tuple[torch.Tensor, dict]], before_call=None) -> list[torch.Tensor]:
-    """The block's output hidden states for each captured (hidden, kwargs) batch."""
+    """The block's output hidden states for each captured (hidden, kwargs) batch (None for a
+    call that a StopAfterLastInput cut short)."""
     outs = []
     for hidden, kwargs in inputs:
         if before_call is not None:
             before_call()
-        out = block(hidden, **kwargs)
+        try:
+            out = block(hidden, **kwargs)
+        except _Calibrated:
+            outs.append(None)
+            continue
         outs.append(out[0] if isinstance(out, (tuple, list)) else out)
     return outs
 
@@ -175,9 +216,16 @@ def quantize_block(block: nn.Module, prefix: str, linears: dict[str, tuple[nn.Li
     if hessians is not None or transform is not None:
         if transform is not None:  # AWQ reads X^T X from the Hessians instead of keeping a copy
             transform.start(block, grams=None if hessians is None else (lambda r: hessians.gram(rel[r])))
+        stop = StopAfterLastInput(block)
+
+        def new_call():
+            stop.new_call()
+            if hessians is not None:
+                hessians.new_call()
         try:
-            run_block(block, inputs, before_call=hessians.new_call if hessians else None)
+            run_block(block, inputs, before_call=new_call)
         finally:
+            stop.remove()
             if hessians is not None:
                 hessians.remove()
             if transform is not None:

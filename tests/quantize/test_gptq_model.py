@@ -11,7 +11,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from qrt.data.text import CALIB_TEXT, read_text, resolve_text_path
 from qrt.data.windows import calibration_windows, sample_windows
 from qrt.quantize.gptq import HessianAccumulator, gptq_quantize_weight
-from qrt.quantize.gptq_model import BlockHessians, capture_block_inputs, gptq_quantize_model
+from qrt.quantize.gptq_model import (BlockHessians, StopAfterLastInput, capture_block_inputs, gptq_quantize_model,
+                                     run_block)
 from qrt.runtime.linear import QuantLinear, use_backend
 
 TEXTS = ["The quick brown fox jumps over the lazy dog. " * 8, "GPTQ spreads rounding error. " * 10]
@@ -75,6 +76,52 @@ def test_block_hessians_share_inputs():
     hs.remove()
     assert hs.alias == {"k": "q"} and set(hs.acc) == {"q", "o"}
     torch.testing.assert_close(hs.hessian("k"), 2 * x.T @ x / 3)  # each call added x once
+
+
+def _block_pass(block, inputs, stop: bool):
+    """Hessians of every Linear of block over inputs, and how often each Linear ran its GEMM."""
+    linears = {n: m for n, m in block.named_modules() if isinstance(m, nn.Linear)}
+    ran = dict.fromkeys(linears, 0)
+    counts = [m.register_forward_hook((lambda n: lambda *_: ran.__setitem__(n, ran[n] + 1))(n))
+              for n, m in linears.items()]
+    hs = BlockHessians(linears, "cpu")
+    cut = StopAfterLastInput(block) if stop else None
+    outs = run_block(block, inputs, before_call=lambda: (hs.new_call(), cut and cut.new_call()))
+    for h in counts:
+        h.remove()
+    hs.remove()
+    if cut:
+        cut.remove()
+    return {n: hs.hessian(n) for n in linears}, ran, outs
+
+
+def test_calibration_pass_stops_after_the_last_linear_input(tiny_lm_dir):
+    model, _ = load(tiny_lm_dir)
+    block = model.model.layers[0]
+    inputs = capture_block_inputs(model, block, torch.randint(0, 256, (5, 24)), batch_size=2)
+    with torch.no_grad():
+        full, ran_full, outs_full = _block_pass(block, inputs, stop=False)
+        cut, ran_cut, outs_cut = _block_pass(block, inputs, stop=True)
+    assert all(torch.equal(full[n], cut[n]) for n in full)  # the same inputs reached every Hessian
+    assert ran_full == dict.fromkeys(ran_full, 3)
+    assert ran_cut == {**dict.fromkeys(ran_cut, 3), "mlp.down_proj": 1}  # its GEMM only ran to learn the order
+    assert outs_cut[0] is not None and outs_cut[1:] == [None, None]
+    torch.testing.assert_close(outs_cut[0], outs_full[0], rtol=0, atol=0)
+
+
+def test_calibration_pass_runs_whole_when_a_linear_repeats():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.a(self.b(self.a(x)))
+
+    block = Twice()
+    with torch.no_grad():
+        _, ran, outs = _block_pass(block, [(torch.randn(2, 4), {})] * 3, stop=True)
+    assert ran == {"a": 6, "b": 3} and all(o is not None for o in outs)
 
 
 @pytest.mark.parametrize("actorder", ["weight", "group", None])
