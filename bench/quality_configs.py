@@ -93,11 +93,13 @@ CONFIGS.update({
     "mxfp4a16-gptq-act": ("gptq", "mxfp4a16", "weight"),
 })
 # AWQ + GPTQ + clip within the 10-minute budget: self_attn's grid loss on `lw` windows, the MLP's
-# on `tokens` sampled from every window (AWQConfig.loss_tokens), `grid` points
-CONFIGS.update({f"w4a16-g128-awq-gptq-act-clip-lw{lw}t{tokens // 1024}k-g{grid}": (
+# on `tokens` sampled from every window (AWQConfig.loss_tokens), `grid` points, searched whole or
+# refined from every `refine`-th point (AWQConfig.refine)
+CONFIGS.update({f"w4a16-g128-awq-gptq-act-clip-lw{lw}t{tokens // 1024}k-g{grid}" + (f"r{refine}" if refine else ""): (
     "awq", "w4a16", "weight", {"rounding": "gptq", "gptq_clip": True, "loss_windows": lw, "loss_tokens": tokens,
-                               "n_grid": grid})
-    for lw, tokens, grid in ((8, 4096, 10), (16, 4096, 6), (16, 2048, 10), (16, 4096, 8))})
+                               "n_grid": grid, "refine": refine})
+    for lw, tokens, grid, refine in ((8, 4096, 10, None), (16, 4096, 6, None), (16, 2048, 10, None),
+                                     (16, 4096, 8, None), (16, 4096, 20, 3), (16, 2048, 20, 3))})
 TRANSFORM_KEYS = {"sq": ("alpha", "mappings", "search", "grid", "loss_windows"),
-                  "awq": ("n_grid", "duo_scaling", "loss_windows", "loss_tokens", "clip")}
+                  "awq": ("n_grid", "duo_scaling", "loss_windows", "loss_tokens", "refine", "clip")}
 CONFIGS_METHOD = {"llmc-awq": "awq", "llmc-sq": "smoothquant"}

@@ -52,6 +52,9 @@ def add_gptq_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--awq-loss-tokens", type=int, default=None,
                    help="AWQ: tokens sampled from every window for the MLP's grid-search loss "
                         "(default: the --awq-loss-windows windows)")
+    g.add_argument("--awq-refine", type=int, default=None, metavar="K",
+                   help="AWQ grid search: every K-th ratio, then the ratios near the best of them "
+                        "(the full grid's pick when the loss is unimodal in the ratio; default: every ratio)")
     g.add_argument("--actorder", choices=["weight", "group", "none"], default="weight",
                    help="column order: weight (default; no g_idx), group (g_idx; qrt reads it, "
                         "compressed-tensors >= 0.19 rejects it) or none")
@@ -125,7 +128,8 @@ def make_transform(model, args):
         if smooth == "awq":
             from qrt.quantize.awq import AWQ, AWQConfig
             return AWQ(model, AWQConfig(n_grid=args.awq_grid, loss_windows=args.awq_loss_windows,
-                                        loss_tokens=args.awq_loss_tokens, clip=args.awq_clip))
+                                        loss_tokens=args.awq_loss_tokens, refine=args.awq_refine,
+                                        clip=args.awq_clip))
     except ValueError as e:
         raise SystemExit(str(e)) from None
     return None

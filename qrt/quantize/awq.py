@@ -15,6 +15,7 @@ follow llmcompressor's AWQModifier, so the two pick the same scales on the same 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +35,10 @@ class AWQConfig:
     that acts on each token alone (the MLP: ScaleMapping.token_wise) takes its grid loss on
     this many tokens drawn at random (seed 0) from every calibration window instead (None:
     the loss_windows windows); the same loss on a wider, cheaper sample. Activation means and
-    the X^T X of Linear parents always use every window. clip: after folding, clamp each
+    the X^T X of Linear parents always use every window. refine: None tries every grid
+    ratio (llmcompressor); k >= 2 tries every k-th ratio and the last one, then those less
+    than k steps from the best of them (search_grid): the full grid's pick whenever the loss
+    is unimodal in the ratio, for about n_grid / k + 2k evaluations. clip: after folding, clamp each
     quantized balance Linear's weights (q/k excepted, as AutoAWQ) per (row, group) to the
     shrunk max that minimizes that group's output error (qrt.quantize.awq_clip); with
     rounding="rtn"."""
@@ -43,6 +47,7 @@ class AWQConfig:
     duo_scaling: bool = True
     loss_windows: int | None = None
     loss_tokens: int | None = None
+    refine: int | None = None
     clip: bool = False  # AutoAWQ's clipping search after the scales (llmcompressor has none)
 
     def __post_init__(self):
@@ -54,12 +59,36 @@ class AWQConfig:
             raise ValueError(f"AWQ loss_windows must be None or an int >= 1, found {self.loss_windows!r}")
         if self.loss_tokens is not None and not (isinstance(self.loss_tokens, int) and self.loss_tokens >= 1):
             raise ValueError(f"AWQ loss_tokens must be None or an int >= 1, found {self.loss_tokens!r}")
+        if self.refine is not None and not (isinstance(self.refine, int) and self.refine >= 2):
+            raise ValueError(f"AWQ refine must be None or an int >= 2, found {self.refine!r}")
 
     def grid(self) -> list[tuple[float, bool]]:
         """(ratio, duo) points, as llmcompressor's _get_grid_search_params."""
         if not self.duo_scaling:
             return [(i / (self.n_grid - 1), False) for i in range(self.n_grid)]
         return [(0.0, False)] + [(i / (self.n_grid - 2), True) for i in range(self.n_grid - 1)]
+
+
+def search_grid(points: list, loss, refine: int | None):
+    """The point of least loss(point) (first on ties, in grid order). refine None: every point.
+    Else the ratio points (duo's identity (0, False) is always tried on its own) are tried at
+    every refine-th and the last index, then within refine - 1 indices of the best of those."""
+    losses = {}
+
+    def key(i):  # non-finite losses never win
+        if i not in losses:
+            losses[i] = loss(points[i])
+        return (losses[i] if math.isfinite(losses[i]) else math.inf, i)
+
+    if refine is None:
+        tried = range(len(points))
+    else:
+        line = [i for i, (_, duo) in enumerate(points) if duo] or list(range(len(points)))
+        extra = [i for i in range(len(points)) if i not in line]  # duo's identity point
+        b = line.index(min([*line[::refine], line[-1]], key=key))
+        tried = extra + line[max(0, b - refine + 1):b + refine]
+    best = min(tried, key=key)
+    return points[best] if math.isfinite(losses[best]) else None
 
 
 def weight_means(balance: list[nn.Linear], schemes: list) -> torch.Tensor:
@@ -194,26 +223,24 @@ class AWQ(BlockTransform):
             st.calls = st.token_calls(self.config.loss_tokens)
         gram = self.gram(m, st, schemes) if linear_parent else None
         reference = None if linear_parent else run_calls(parent, st.calls)
-        best, best_loss = None, float("inf")
+
+        def loss(point):
+            s = candidate_scales(x_mean, w_mean, *point)
+            if linear_parent:  # the loss from X^T X
+                dw = _scaled_fake_quant(orig[0], s, layer_schemes[0]) - orig[0].float()
+                return ((dw @ gram) * dw).sum().item() / (st.count * dw.shape[0])
+            for lin, w0, scheme in zip(balance, orig, layer_schemes):
+                lin.weight.copy_(_scaled_fake_quant(w0, s, scheme).to(w0.dtype))
+            return output_mse(reference, run_calls(parent, st.calls))
         try:
-            for ratio, duo in self.config.grid():
-                s = candidate_scales(x_mean, w_mean, ratio, duo)
-                if linear_parent:  # the loss from X^T X
-                    dw = _scaled_fake_quant(orig[0], s, layer_schemes[0]) - orig[0].float()
-                    loss = ((dw @ gram) * dw).sum().item() / (st.count * dw.shape[0])
-                else:
-                    for lin, w0, scheme in zip(balance, orig, layer_schemes):
-                        lin.weight.copy_(_scaled_fake_quant(w0, s, scheme).to(w0.dtype))
-                    loss = output_mse(reference, run_calls(parent, st.calls))
-                if loss < best_loss:
-                    best, best_loss = s, loss
+            best = search_grid(self.config.grid(), loss, self.config.refine)
         finally:
             for lin, w0 in zip(balance, orig):
                 lin.weight.copy_(w0)
         if best is None:
             raise ValueError(f"AWQ: no finite grid-search loss for {m.smooth} -> {m.balance} "
                              "(NaN/Inf in the block's outputs on the calibration data)")
-        return best
+        return candidate_scales(x_mean, w_mean, *best)
 
 
 def _scaled_fake_quant(w: torch.Tensor, s: torch.Tensor, scheme) -> torch.Tensor:

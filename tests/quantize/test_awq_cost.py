@@ -1,12 +1,14 @@
 """AWQ's cheaper paths give what the full ones give: the MLP's grid loss on sampled tokens
-(AWQConfig.loss_tokens) and the X^T X read from the driver's GPTQ Hessians."""
+(AWQConfig.loss_tokens), the X^T X read from the driver's GPTQ Hessians, and the refined
+grid search (AWQConfig.refine) on losses unimodal in the ratio."""
+import math
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from qrt.quantize.awq import AWQ, AWQConfig
+from qrt.quantize.awq import AWQ, AWQConfig, search_grid
 from qrt.quantize.gptq_model import capture_block_inputs, decoder_blocks, run_block
 from qrt.quantize.plan import plan_layers
 from qrt.schemes import resolve_scheme
@@ -160,3 +162,63 @@ def test_driver_hands_awq_the_hessian_grams(tiny_lm_dir):
     assert len(got) == model.config.num_hidden_layers
     for g, ref in got:  # float32 accumulation of 128 rows: ~1e-6 relative
         torch.testing.assert_close(g.double(), ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("duo", [True, False])
+def test_refined_search_finds_the_full_grids_pick_on_unimodal_losses(duo):
+    """Random losses that strictly fall then rise along the ratio, the identity's anywhere
+    (ties with it included): refine=k picks the full grid's point with at most ceil(n/k) + 1 + 2(k-1)
+    ratio evaluations (n ratios), and the full grid evaluates every point once."""
+    gen = torch.Generator().manual_seed(0)
+    for n_grid in (4, 8, 14, 20):
+        points = AWQConfig(n_grid=n_grid, duo_scaling=duo).grid()
+        ratios = [p for p in points if p[1] == duo]
+        for trial in range(50):
+            low = int(torch.randint(len(ratios), (1,), generator=gen))
+            steps = torch.randint(1, 4, (len(ratios),), generator=gen).float()
+            table = {p: float(steps[min(i, low) + 1:low + 1].sum() + steps[low + 1:i + 1].sum())
+                     for i, p in enumerate(ratios)}
+            table.update({p: float(torch.randint(4, (1,), generator=gen)) for p in points if p not in table})
+            calls = []
+
+            def loss(p):
+                calls.append(p)
+                return table[p]
+            full = search_grid(points, loss, None)
+            assert sorted(calls) == sorted(points)
+            for k in (2, 3, 4, 5):
+                calls.clear()
+                assert search_grid(points, loss, k) == full, (n_grid, trial, k)
+                assert len(calls) == len(set(calls)) <= math.ceil(len(ratios) / k) + 1 + 2 * (k - 1) + (duo and 1)
+
+
+def test_search_skips_non_finite_losses():
+    points = AWQConfig(n_grid=8).grid()
+    bad = {points[3]: float("nan"), points[4]: float("inf")}
+    for refine in (None, 2, 3):
+        assert search_grid(points, lambda p: bad.get(p, 1.0 + p[0]), refine) == points[0]
+        assert search_grid(points, lambda p: bad.get(p, 3.0 - p[0]), refine) == points[-1]
+        assert search_grid(points, lambda p: float("nan"), refine) is None
+    with pytest.raises(ValueError, match="refine must be None or an int >= 2, found 1"):
+        AWQConfig(refine=1)
+
+
+@pytest.mark.parametrize("refine, most", [(None, 20), (3, 12)])
+def test_refined_awq_runs_the_mlp_fewer_times(refine, most):
+    """The MLP's grid loss on a real block: the full grid runs it for its 20 points, refine=3
+    for at most 7 coarse + 4 fine ratios + the identity; plus the reference, per cached call."""
+    model, block, inputs, schemes = block0()
+    calls = []
+    with torch.no_grad():
+        awq = AWQ(model, AWQConfig(n_grid=20, refine=refine))
+        awq.start(block)
+        run_block(block, inputs)
+        awq.stop()
+        h = block.mlp.register_forward_pre_hook(lambda m, a: calls.append(a[0].shape[0]))
+        scaled = awq.fold(block, schemes)
+        h.remove()
+    per_point = len(inputs)  # 4 windows in batches of 2: every window enters the loss
+    assert len(calls) % per_point == 0 and sum(calls) == 4 * len(calls) // per_point
+    assert (len(calls) // per_point - 1 == most) if refine is None else (8 <= len(calls) // per_point - 1 <= most)
+    assert set(scaled) == {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",  # no v -> o under GQA
+                           "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}

@@ -140,7 +140,7 @@ def test_hessian_rescale_matches_hessian_of_scaled_inputs():
     (["--scheme", "w4a16-g32", "--method", "gptq", "--smooth", "awq", "--awq-grid", "4", "--gptq-clip"],
      "pack-quantized"),
     (["--scheme", "w4a16-g32", "--method", "gptq", "--smooth", "awq", "--awq-grid", "4", "--gptq-clip",
-      "--awq-loss-windows", "2", "--awq-loss-tokens", "40"], "pack-quantized"),
+      "--awq-loss-windows", "2", "--awq-loss-tokens", "40", "--awq-refine", "2"], "pack-quantized"),
 ])
 def test_cli_writes_plain_compressed_tensors(tiny_lm_dir, tmp_path, args, fmt):
     import json
