@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from qrt.quantize.awq import AWQ, AWQConfig, search_grid
-from qrt.quantize.gptq_model import capture_block_inputs, decoder_blocks, run_block
+from qrt.quantize.block_pass import capture_block_inputs, decoder_blocks, run_block
 from qrt.quantize.plan import plan_layers
 from qrt.schemes import resolve_scheme
 

@@ -11,8 +11,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from qrt.data.text import CALIB_TEXT, read_text, resolve_text_path
 from qrt.data.windows import calibration_windows, sample_windows
 from qrt.quantize.gptq import HessianAccumulator, gptq_quantize_weight
-from qrt.quantize.gptq_model import (BlockHessians, StopAfterLastInput, capture_block_inputs, gptq_quantize_model,
-                                     run_block)
+from qrt.quantize.block_pass import BlockHessians, StopAfterLastInput, capture_block_inputs, run_block
+from qrt.quantize.gptq_model import gptq_quantize_model
 from qrt.runtime.linear import QuantLinear, use_backend
 
 TEXTS = ["The quick brown fox jumps over the lazy dog. " * 8, "GPTQ spreads rounding error. " * 10]

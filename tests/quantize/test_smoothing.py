@@ -12,7 +12,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from qrt.data.text import EVAL_TEXT, read_text, resolve_text_path
 from qrt.data.windows import sample_windows
 from qrt.quantize.awq import AWQ, AWQConfig
-from qrt.quantize.gptq_model import BlockHessians, capture_block_inputs, decoder_blocks, gptq_quantize_model, run_block
+from qrt.quantize.block_pass import BlockHessians, capture_block_inputs, decoder_blocks, run_block
+from qrt.quantize.gptq_model import gptq_quantize_model
 from qrt.quantize.mappings import block_mappings
 from qrt.quantize.plan import plan_layers
 from qrt.quantize.rtn import quantize_model

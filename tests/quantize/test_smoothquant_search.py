@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from qrt.quantize.gptq_model import capture_block_inputs, decoder_blocks, run_block
+from qrt.quantize.block_pass import capture_block_inputs, decoder_blocks, run_block
 from qrt.quantize.mappings import cache_call
 from qrt.quantize.plan import plan_layers
 from qrt.quantize.smoothquant import SmoothQuant, SmoothQuantConfig, smoothing_factors
