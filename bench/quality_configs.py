@@ -99,7 +99,7 @@ CONFIGS.update({f"w4a16-g128-awq-gptq-act-clip-lw{lw}t{tokens // 1024}k-g{grid}"
     "awq", "w4a16", "weight", {"rounding": "gptq", "gptq_clip": True, "loss_windows": lw, "loss_tokens": tokens,
                                "n_grid": grid, "refine": refine})
     for lw, tokens, grid, refine in ((8, 4096, 10, None), (16, 4096, 6, None), (16, 2048, 10, None),
-                                     (16, 4096, 8, None), (16, 4096, 20, 3), (16, 2048, 20, 3))})
+                                     (16, 4096, 8, None), (16, 2048, 20, 3), (16, 2048, 14, 3))})
 TRANSFORM_KEYS = {"sq": ("alpha", "mappings", "search", "grid", "loss_windows"),
                   "awq": ("n_grid", "duo_scaling", "loss_windows", "loss_tokens", "refine", "clip")}
 CONFIGS_METHOD = {"llmc-awq": "awq", "llmc-sq": "smoothquant"}
