@@ -14,7 +14,7 @@ class _Captured(Exception):
 
 
 class _Calibrated(Exception):
-    """Raised by StopAfterLastInput: every target Linear of the block has seen its input."""
+    """Raised by StopAfterLastInput: every Linear of the block has seen its input."""
 
 
 def decoder_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
