@@ -71,8 +71,11 @@ def test_search_picks_the_float64_best_alpha_for_a_linear_parent(rng_seed):
     x_loss = seen[0].reshape(-1, w.shape[1])  # the first call: loss_windows = 2 windows
     down = torch.nn.Linear(w.shape[1], w.shape[0], bias=False)
     down.weight.data = w.float()
+    # the layer's own scheme: the plan gives it 16-bit scales (qrt's convention), where the
+    # preset's float32 would move every error by 1-4% and could rank two alphas the other way
+    layer_scheme = plan[f"{name}.0.mlp.down_proj"][1]
     errs = [_w8a8_output_error64(x_loss, w, smoothing_factors(act_range, [down], a).double(),
-                                 scheme.scale_torch_dtype(torch.float32))
+                                 layer_scheme.scale_torch_dtype(torch.float32))
             for a in sq.config.alphas()]
     picked = sq.config.alphas().index(sq.chosen[0]["mlp.up_proj"])
     # float32 vs float64 can flip a near-tie between two grid points; anything within
