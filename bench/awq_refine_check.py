@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -70,8 +69,7 @@ def main() -> None:
            "config": {"n_grid": args.n_grid, "loss_windows": args.loss_windows, "loss_tokens": args.loss_tokens},
            "mappings": len(rows), "unimodal": sum(r["unimodal"] for r in rows), "summary": summary, "rows": rows}
     path = Path(__file__).resolve().parent / "results" / f"{out['date']}-awq-refine-check.json"
-    path.write_text(json.dumps(out, indent=1, default=lambda o: o if not isinstance(o, float) or math.isfinite(o)
-                               else str(o)) + "\n")
+    path.write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps({k: out[k] for k in ("mappings", "unimodal", "summary")}, indent=1))
 
 

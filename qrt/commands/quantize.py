@@ -54,7 +54,7 @@ def add_gptq_args(p: argparse.ArgumentParser) -> None:
                         "(default: the --awq-loss-windows windows)")
     g.add_argument("--awq-refine", type=int, default=None, metavar="K",
                    help="AWQ grid search: every K-th ratio, then the ratios near the best of them "
-                        "(the full grid's pick when the loss is unimodal in the ratio; default: every ratio)")
+                        "(the full grid's pick when the loss falls then rises along the ratio; default: every ratio)")
     g.add_argument("--actorder", choices=["weight", "group", "none"], default="weight",
                    help="column order: weight (default; no g_idx), group (g_idx; qrt reads it, "
                         "compressed-tensors >= 0.19 rejects it) or none")

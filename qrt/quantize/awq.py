@@ -38,10 +38,10 @@ class AWQConfig:
     the X^T X of Linear parents always use every window. refine: None tries every grid
     ratio (llmcompressor); k >= 2 tries every k-th ratio and the last one, then those less
     than k steps from the best of them (search_grid): the full grid's pick whenever the loss
-    is unimodal in the ratio, for about n_grid / k + 2k evaluations. clip: after folding, clamp each
-    quantized balance Linear's weights (q/k excepted, as AutoAWQ) per (row, group) to the
-    shrunk max that minimizes that group's output error (qrt.quantize.awq_clip); with
-    rounding="rtn"."""
+    strictly falls then rises along the ratio, for about n_grid / k + 2k evaluations.
+    clip: after folding, clamp each quantized balance Linear's weights (q/k excepted, as
+    AutoAWQ) per (row, group) to the shrunk max that minimizes that group's output error
+    (qrt.quantize.awq_clip); with rounding="rtn"."""
 
     n_grid: int = 20
     duo_scaling: bool = True
