@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from qrt.quantize.gptq import HessianAccumulator
+from qrt.quantize.mappings import run_calls
 
 
 class _Captured(Exception):
@@ -149,11 +150,9 @@ def run_block(block: nn.Module, inputs: list[tuple[torch.Tensor, dict]], before_
         if before_call is not None:
             before_call()
         try:
-            out = block(hidden, **kwargs)
+            outs += run_calls(block, [((hidden,), kwargs)])
         except _Calibrated:
             outs.append(None)
-            continue
-        outs.append(out[0] if isinstance(out, (tuple, list)) else out)
     return outs
 
 
