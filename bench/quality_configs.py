@@ -86,11 +86,6 @@ CONFIGS.update({
                                                     "grid": 6, "loss_windows": 2}),
     "fp8-sq-search-rtn": ("sq", "fp8", None, {"rounding": "rtn", "mappings": "all", "search": True}),
     "fp8-sq-search-gptq-act": ("sq", "fp8", "weight", {"rounding": "gptq", "mappings": "all", "search": True}),
-    # FP8 GPTQ on per-row scales searched under the Hessian (gptq_quantize_model's clip for FP8)
-    "fp8-w-gptq-act-clip": ("gptq", "fp8-w", "weight", {"clip": True}),
-    "fp8-gptq-act-clip": ("gptq", "fp8", "weight", {"clip": True}),
-    "fp8-sq-search-gptq-act-clip": ("sq", "fp8", "weight", {"rounding": "gptq", "mappings": "all", "search": True,
-                                                            "gptq_clip": True}),
     # FP4 weight-only: round to nearest and GPTQ with an e2m1 quantizer on RTN's group scales
     "nvfp4a16-rtn": ("rtn", "nvfp4a16", None),
     "mxfp4a16-rtn": ("rtn", "mxfp4a16", None),

@@ -63,8 +63,8 @@ def add_gptq_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--nsamples", type=int, default=128, help="calibration windows (default: 128)")
     g.add_argument("--seqlen", type=int, default=512, help="tokens per calibration window (default: 512)")
     g.add_argument("--gptq-clip", action="store_true",
-                   help="GPTQ: scales from a Hessian-aware search: clipping per group for symmetric integer "
-                        "schemes (--actorder weight), the per-row scale within one octave for FP8; not FP4")
+                   help="GPTQ: group scales from a Hessian-aware clipping search (symmetric integer schemes; "
+                        "--actorder weight)")
     g.add_argument("--percdamp", type=float, default=0.01, help="Hessian dampening (default: 0.01)")
     g.add_argument("--block-size", type=int, default=128, help="GPTQ lazy-update block (default: 128)")
     g.add_argument("--calib-device", default=None, help="device blocks are calibrated on (default: the model's)")

@@ -130,17 +130,14 @@ def gptq_quantize_model(model: nn.Module, tokenizer, scheme: "str | QuantScheme"
     get round-to-nearest. rounding "rtn": round to nearest inside the blocks too (for a
     transform). transform: a per-block SmoothQuant or AWQ (qrt.quantize.smoothquant/awq)
     folded before the weights are rounded; see quantize_block. clip: GPTQ takes its static
-    qparams from a Hessian-aware search: integer schemes from clipped weights
-    (qrt.quantize.gptq.gptq_quantize_weight), FP8 from a per-row scale search
-    (qrt.quantize.gptq_fp8.search_fp8_scales); not for FP4.
+    qparams from Hessian-aware clipped weights (qrt.quantize.gptq.gptq_quantize_weight).
     """
     if rounding not in ("gptq", "rtn"):
         raise ValueError(f"rounding must be 'gptq' or 'rtn', found {rounding!r}")
     is_float = resolve_scheme(scheme).is_float
-    if clip and (rounding != "gptq" or (is_float and resolve_scheme(scheme).bits != 8)):
-        raise ValueError(f"clip is GPTQ's search of its static qparams, for integer and FP8 schemes; found "
-                         f"rounding={rounding!r}, scheme {scheme!r} (for round to nearest use AWQ's clip: "
-                         "AWQConfig(clip=True))")
+    if clip and (rounding != "gptq" or is_float):
+        raise ValueError(f"clip is GPTQ's clipping search for integer schemes; found rounding={rounding!r}, "
+                         f"scheme {scheme!r} (for round to nearest use AWQ's clip: AWQConfig(clip=True))")
     actorder = _normalize_actorder(actorder) if rounding == "gptq" else None
     # FP8 / FP4 keep their scheme (and so their checkpoint) free of act-order: the order only steers the sweep
     scheme = resolve_scheme(scheme) if is_float else resolve_scheme(scheme).replace(actorder=actorder)

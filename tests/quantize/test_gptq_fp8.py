@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from qrt.numerics.fp import dequantize_fp8, quantize_fp8
 from qrt.quantize.gptq import GPTQFallbackWarning
-from qrt.quantize.gptq_fp8 import gptq_quantize_fp8_weight, search_fp8_scales
+from qrt.quantize.gptq_fp8 import gptq_quantize_fp8_weight
 from qrt.schemes import resolve_scheme
 from test_gptq import hessian_of, make_mix  # the same correlated-input helpers as the integer GPTQ tests
 
@@ -68,12 +68,12 @@ def test_gptq_fp8_beats_rtn_on_held_out_inputs(rng_seed, actorder):
     assert gptq < 0.9 * rtn, f"seed {rng_seed}: GPTQ {gptq:.4f} vs RTN {rtn:.4f}"
 
 
-def reference_gptq_fp8(w, h, percdamp, perm=None, scale=None):
+def reference_gptq_fp8(w, h, percdamp, perm=None):
     """Textbook GPTQ in float64 with FP8 rounding: explicit H^-1, one column at a time,
     H^-1 downdated by the Schur complement (no Cholesky, no blocks). -> the e4m3 codes
-    as float64 [out, in]. scale [out]: the per-row scales (default RTN's fp32 absmax / 448)."""
+    as float64 [out, in]."""
     grid = fp8_grid()
-    s = (w.double().abs().amax(dim=1) / FP8_MAX).float().double() if scale is None else scale.double()
+    s = (w.double().abs().amax(dim=1) / FP8_MAX).float().double()  # RTN's fp32 scale
     W, H = w.double().clone(), h.double().clone()
     if perm is not None:
         W, H = W[:, perm], H[perm][:, perm]
@@ -101,87 +101,6 @@ def test_matches_float64_textbook_gptq(rng_seed, actorder, block_size):
     # update) moves most codes
     mismatch = (got != ref).double().mean().item()
     assert mismatch <= 0.02, f"seed {rng_seed}: {mismatch:.2%} of the codes differ"
-
-
-def q41_weights(out_f: int, in_f: int) -> torch.Tensor:
-    """Weights on a Q4_1 grid (groups of 32: d * k + m, k in 0..15), like SmolLM2's
-    dequantized GGUF: a coarse uniform grid whose placement against e4m3's grid depends
-    on the row's scale."""
-    g = in_f // 32
-    d = torch.rand(out_f, g, 1) * 0.02 + 0.005
-    m = -8 * d * (1 + 0.2 * torch.rand(out_f, g, 1))
-    return (d * torch.randint(0, 16, (out_f, g, 32)) + m).reshape(out_f, in_f)
-
-
-def reference_scale_search(w, h, rtn_scale, points=16):
-    """float64 brute force: every candidate scale (the fp32 RTN scale times 2^(i/points),
-    a float32 product as the code forms it), e4m3 rounding on the float64 grid, the error
-    dW H dW^T per row -> (the candidates [points, out], errors [points, out])."""
-    grid = fp8_grid()
-    cands = torch.stack([(rtn_scale.reshape(-1).float() * 2.0 ** (i / points)).double()
-                         for i in range(points)])
-    errs = []
-    for s in cands:
-        dw = round_to_grid(w.double() / s[:, None], grid) * s[:, None] - w.double()
-        errs.append(((dw @ h.double()) * dw).sum(dim=1))
-    return cands, torch.stack(errs)
-
-
-def test_scale_search_matches_float64_brute_force(rng_seed):
-    w = q41_weights(64, 128)
-    h = hessian_of(torch.randn(1024, 128) @ make_mix(128))
-    rtn = quantize_fp8(w)
-    got = search_fp8_scales(w, h, rtn.scale)
-    assert got.shape == rtn.scale.shape and got.dtype == rtn.scale.dtype
-    cands, errs = reference_scale_search(w, h, rtn.scale)
-    pick = got.reshape(-1).double()
-    assert all(bool((cands[:, r] == pick[r]).any()) for r in range(len(pick))), "a scale outside the grid"
-    err_of_pick = torch.stack([errs[(cands[:, r] == pick[r]).nonzero()[0, 0], r] for r in range(len(pick))])
-    best = errs.min(dim=0).values
-    # float32 (code) vs float64 (reference) error sums may order two near-equal candidates
-    # differently; the pick's float64 error is then within float32 rounding of the best
-    assert torch.all(err_of_pick <= best * (1 + 1e-5)), f"seed {rng_seed}: a row missed its best scale"
-    # never worse than RTN's own scale (candidate 0), and never a clipping scale
-    assert torch.all(err_of_pick <= errs[0] * (1 + 1e-5)) and torch.all(pick >= cands[0])
-    # on weights sitting on a coarse uniform grid the placement matters: the best scales
-    # leave 54-64% of RTN's error (40 seeds measured); 80% is the bar
-    assert err_of_pick.sum() < 0.8 * errs[0].sum(), f"seed {rng_seed}: {err_of_pick.sum() / errs[0].sum():.3f}"
-
-
-def test_scale_search_per_tensor_sums_the_rows(rng_seed):
-    w = q41_weights(16, 64)
-    h = hessian_of(torch.randn(512, 64) @ make_mix(64))
-    rtn = quantize_fp8(w, per_channel=False)
-    got = search_fp8_scales(w, h, rtn.scale)
-    assert got.shape == (1,)
-    cands, errs = reference_scale_search(w, h, rtn.scale.expand(16))
-    total = errs.sum(dim=1)
-    i = int((cands[:, 0] == got.double()).nonzero()[0, 0])
-    assert total[i] <= total.min() * (1 + 1e-5)
-
-
-@pytest.mark.parametrize("actorder", [None, "weight"])
-def test_clip_runs_textbook_gptq_on_the_searched_scales(rng_seed, actorder):
-    w = q41_weights(32, 96)
-    h = hessian_of(torch.randn(512, 96) @ make_mix(96))
-    scheme = resolve_scheme("fp8")
-    qw = gptq_quantize_fp8_weight(w, h, scheme, actorder=actorder, clip=True)
-    assert torch.equal(qw.scale, search_fp8_scales(w, h, quantize_fp8(w).scale))
-    perm = None if actorder is None else torch.argsort(h.diagonal(), descending=True, stable=True)
-    ref = reference_gptq_fp8(w, h, 0.01, perm, scale=qw.scale.reshape(-1))
-    mismatch = (qw.codes.double() != ref).double().mean().item()
-    assert mismatch <= 0.02, f"seed {rng_seed}: {mismatch:.2%} of the codes differ"
-
-
-def test_clip_fallback_rounds_with_the_searched_scales(rng_seed):
-    w = q41_weights(8, 64)
-    h = torch.eye(64)
-    h[0, 1] = h[1, 0] = 3.0  # positive diagonal, indefinite: no GPTQ sweep
-    with pytest.warns(GPTQFallbackWarning):
-        qw = gptq_quantize_fp8_weight(w, h, resolve_scheme("fp8"), clip=True)
-    s = search_fp8_scales(w, h, quantize_fp8(w).scale)
-    assert torch.equal(qw.scale, s)
-    assert torch.equal(qw.codes.view(torch.uint8), (w / s).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn).view(torch.uint8))
 
 
 def test_cholesky_failure_warns_and_falls_back_to_rtn(rng_seed):
@@ -242,45 +161,3 @@ def test_sequential_float_gptq_writes_an_rtn_format_checkpoint(tiny_lm_dir, tmp_
         loaded = load_quantized(tmp_path / "gptq", device="cpu", dtype=torch.float32, progress=False)
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids).logits, gptq(ids).logits, rtol=1e-5, atol=1e-5)
-
-
-def test_driver_clip_for_fp8_writes_searched_scales_and_refuses_fp4(tiny_lm_dir, tmp_path):
-    """gptq_quantize_model(clip=True) on FP8: the same checkpoint layout as RTN with scales
-    that are RTN's times 2^(i/16), i < 16; FP4 and round to nearest refuse clip by name."""
-    from safetensors import safe_open
-
-    from qrt import quantize_model, save_quantized
-    from qrt.quantize.gptq_model import gptq_quantize_model
-
-    def fresh():
-        return AutoModelForCausalLM.from_pretrained(tiny_lm_dir, dtype=torch.float32)
-
-    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
-    texts = ["The quick brown fox jumps over the lazy dog. " * 8, "GPTQ spreads rounding error. " * 10]
-    clipped = gptq_quantize_model(fresh(), tok, "fp8", calib=texts, nsamples=8, seqlen=32, actorder="weight",
-                                  clip=True, progress=False)
-    rtn = quantize_model(fresh(), "fp8", progress=False)
-    for m, d in ((clipped, "clip"), (rtn, "rtn")):
-        save_quantized(m, tmp_path / d, tokenizer=tok, dtype=torch.float32)
-
-    def tensors(d):
-        with safe_open(str(next((tmp_path / d).glob("*.safetensors"))), "pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}
-
-    got, ref = tensors("clip"), tensors("rtn")
-    assert {k: (v.dtype, v.shape) for k, v in got.items()} == {k: (v.dtype, v.shape) for k, v in ref.items()}
-    scales = [k for k in got if k.endswith("weight_scale")]
-    assert scales
-    moved = 0
-    for k in scales:
-        ratio = (got[k].double() / ref[k].double()).log2() * 16
-        # on the grid up to the rounding of both scales to the 16-bit scale dtype (each
-        # <= 2^-11 relative: <= 0.023 in these units); the points are 1 apart
-        assert torch.all(ratio > -0.05) and torch.all(ratio < 15.05), k
-        assert torch.allclose(ratio, ratio.round(), atol=0.05), k
-        moved += int((ratio.round() != 0).sum())
-    assert moved > 0, "the search kept every RTN scale"
-    for scheme, rounding in (("nvfp4a16", "gptq"), ("fp8", "rtn")):
-        with pytest.raises(ValueError, match="clip is GPTQ's search"):
-            gptq_quantize_model(fresh(), tok, scheme, calib=texts, nsamples=8, seqlen=32, clip=True,
-                                rounding=rounding, progress=False)
