@@ -86,6 +86,9 @@ CONFIGS.update({
                                                     "grid": 6, "loss_windows": 2}),
     "fp8-sq-search-rtn": ("sq", "fp8", None, {"rounding": "rtn", "mappings": "all", "search": True}),
     "fp8-sq-search-gptq-act": ("sq", "fp8", "weight", {"rounding": "gptq", "mappings": "all", "search": True}),
+    # the best FP8 W8A8 row on other calibration draws (seed of the 128 windows): its spread
+    **{f"fp8-sq-search-gptq-act-seed{k}": ("sq", "fp8", "weight", {"rounding": "gptq", "mappings": "all",
+                                                                   "search": True, "seed": k}) for k in (1, 2)},
     # FP4 weight-only: round to nearest and GPTQ with an e2m1 quantizer on RTN's group scales
     "nvfp4a16-rtn": ("rtn", "nvfp4a16", None),
     "mxfp4a16-rtn": ("rtn", "mxfp4a16", None),
