@@ -50,9 +50,10 @@ def test_gptq_beats_rtn_on_held_out_inputs(rng_seed, name, actorder):
     assert gptq < rtn, f"seed {rng_seed}: GPTQ {gptq:.4f} >= RTN {rtn:.4f}"
 
 
-def reference_gptq(w, h, scheme, percdamp, perm=None, static=True, qparams_from=None):
+def reference_gptq(w, h, scheme, percdamp, perm=None, static=True, qparams_from=None, with_pre=False):
     """Textbook GPTQ in float64: explicit H^-1, one column at a time, H^-1 downdated by
-    the Schur complement after each column (no Cholesky, no blocks). -> q int [out, in].
+    the Schur complement after each column (no Cholesky, no blocks). -> q int [out, in]
+    (with_pre: and the float64 values w / s + z each code was rounded from, [out, in]).
     qparams_from: the weights static qparams are computed from (default w)."""
     W, H = w.double().clone(), h.double().clone()
     if perm is not None:
@@ -71,20 +72,40 @@ def reference_gptq(w, h, scheme, percdamp, perm=None, static=True, qparams_from=
         s_all = scale.double()[:, cols // G]
         z_all = torch.zeros_like(s_all) if zero is None else zero.double()[:, cols // G]
     Q = torch.empty(W.shape, dtype=torch.int64)
+    pre = torch.empty(W.shape, dtype=torch.float64)
     for j in range(in_f):
         if not static and j % G == 0:
             s, z = compute_qparams(W[:, j:j + G].float(), chan)
             s, z = s.double()[:, 0], torch.zeros(W.shape[0], dtype=torch.float64) if z is None else z.double()[:, 0]
         elif static:
             s, z = s_all[:, j], z_all[:, j]
-        q = torch.round(W[:, j] / s + z).clamp(scheme.qmin, scheme.qmax)
+        pre[:, j] = W[:, j] / s + z
+        q = torch.round(pre[:, j]).clamp(scheme.qmin, scheme.qmax)
         Q[:, j] = q.long()
         d = Hinv[j, j]
         W[:, j + 1:] -= ((W[:, j] - (q - z) * s) / d)[:, None] * Hinv[j, j + 1:][None, :]
         Hinv = Hinv - torch.outer(Hinv[:, j], Hinv[j, :]) / d
     if perm is not None:
-        Q = Q[:, torch.argsort(perm)]
-    return Q
+        Q, pre = Q[:, torch.argsort(perm)], pre[:, torch.argsort(perm)]
+    return (Q, pre) if with_pre else Q
+
+
+def assert_differences_start_at_ties(got, ref, pre, perm, seed, max_rows=0.25):
+    """GPTQ's rows are independent. Float32 (the code) and float64 (the reference) may round
+    a value that sits on a rounding tie (x.5 within float32 error) to different integers,
+    after which that row's error feedback legitimately diverges (a cascade of 30+ codes was
+    seen, seed 595095194). So each row that differs must first differ at a tie, and few rows
+    may differ at all; a wrong update or qparam moves codes that are nowhere near a tie, in
+    most rows."""
+    order = torch.arange(got.shape[1]) if perm is None else perm
+    g, r, p = got.long()[:, order], ref[:, order], pre[:, order]
+    rows = (g != r).any(dim=1).nonzero().flatten().tolist()
+    assert len(rows) <= max_rows * got.shape[0], f"seed {seed}: {len(rows)} of {got.shape[0]} rows differ"
+    for i in rows:
+        j = int((g[i] != r[i]).nonzero()[0, 0])
+        tie = (p[i, j] - p[i, j].floor() - 0.5).abs().item()
+        assert tie < 1e-4, (f"seed {seed}: row {i} first differs at column {int(order[j])} "
+                            f"(value {p[i, j].item():.6f}, {tie:.1e} from a rounding tie)")
 
 
 @pytest.mark.parametrize("name,actorder,static_groups,block_size", [
@@ -104,11 +125,8 @@ def test_matches_float64_textbook_gptq(rng_seed, name, actorder, static_groups, 
                               static_groups=static_groups)
     perm = None if actorder is None else torch.argsort(h.diagonal(), descending=True, stable=True)
     static = scheme.strategy != "group" or actorder == "weight" or bool(static_groups)
-    ref = reference_gptq(w, h, scheme, 0.01, perm, static)
-    # float32 vs float64: a value within ~1e-6 of a rounding boundary may round the other
-    # way and nudge later columns; measured mismatch is 0-0.2%, 2% would be a real bug
-    mismatch = (qw.q.long() != ref).float().mean().item()
-    assert mismatch <= 0.02, f"seed {rng_seed}: {mismatch:.2%} of the integers differ"
+    ref, pre = reference_gptq(w, h, scheme, 0.01, perm, static, with_pre=True)
+    assert_differences_start_at_ties(qw.q, ref, pre, perm, rng_seed)
     if actorder == "group":
         groups = torch.argsort(perm) // 32
         assert torch.equal(qw.g_idx.long(), groups)
@@ -204,9 +222,8 @@ def test_clip_takes_static_qparams_from_clipped_weights(rng_seed, name):
     if scheme.bits == 4:  # some group was clipped (8 bits per channel: rounding error too small to pay)
         assert not torch.equal(qw.scale, compute_qparams(w, scheme)[0])
     perm = torch.argsort(h.diagonal(), descending=True, stable=True)
-    ref = reference_gptq(w, h, scheme, 0.01, perm, True, qparams_from=clipped)
-    mismatch = (qw.q.long() != ref).float().mean().item()  # float32 vs float64, as above
-    assert mismatch <= 0.02, f"seed {rng_seed}: {mismatch:.2%} of the integers differ"
+    ref, pre = reference_gptq(w, h, scheme, 0.01, perm, True, qparams_from=clipped, with_pre=True)
+    assert_differences_start_at_ties(qw.q, ref, pre, perm, rng_seed)  # float32 vs float64, as above
     # error feedback still pays: GPTQ + clip beats round-to-nearest of the clipped weights
     held_out = correlated_inputs(1024, in_f, mix)
     rtn_clip = output_error(held_out, w, deq(quantize_weight(clipped, scheme), scheme, in_f))
