@@ -1,7 +1,7 @@
 """Can smoothing or a rotation lower what per-token FP8 activations cost? Per Linear of
 chosen SmolLM2 blocks: the relative output error ||Q(X/s) (W s)^T - X W^T||^2 / ||X W^T||^2
 of FP8 e4m3 activations alone (weights fp32; the runtime twin's per-token rounding,
-qrt_kernels/reference.py fp8_quant_rows_ref), for SmoothQuant scales
+act_sensitivity.fake_quant_rows), for SmoothQuant scales
 s = max|X|^alpha / max|W|^(1-alpha) at several alphas, and for a random orthogonal
 rotation of the inputs (X Q, W Q; QuaRot's idea without its Hadamard).
 
@@ -23,19 +23,13 @@ from pathlib import Path
 
 import torch
 
+from act_sensitivity import fake_quant_rows
 from machine import machine_info
 from quality_table import load_fp32
-from qrt_kernels.reference import fp8_quant_rows_ref
 
 ROOT = Path(__file__).resolve().parent
 LINEARS = ("self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj")
 ALPHAS = (0.0, 0.5, 0.8, 1.0)
-
-
-def fp8_rows(x: torch.Tensor) -> torch.Tensor:
-    """x [n, K] float32 -> per-token FP8 rounded and dequantized."""
-    q, scale = fp8_quant_rows_ref(x)
-    return q.float() * scale.float()[:, None]
 
 
 def capture(model, blocks: list[int], ids: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -58,7 +52,7 @@ def capture(model, blocks: list[int], ids: torch.Tensor) -> dict[str, torch.Tens
 
 
 def rel_error(x: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> float:
-    return float(((fp8_rows(x) @ w.T - y) ** 2).sum() / (y ** 2).sum())
+    return float(((fake_quant_rows(x, "fp8") @ w.T - y) ** 2).sum() / (y ** 2).sum())
 
 
 def main() -> None:
